@@ -1,0 +1,17 @@
+/** Virtual API keys: generated with enough entropy that a plain SHA-256 is a safe way to store them. */
+import { createHash, randomBytes } from "node:crypto";
+
+export const DEFAULT_KEY_PREFIX = "tg_";
+
+export function generateApiKey(prefix = DEFAULT_KEY_PREFIX): string {
+  return prefix + randomBytes(32).toString("base64url");
+}
+
+export function hashApiKey(key: string): string {
+  return "sha256:" + createHash("sha256").update(key, "utf8").digest("hex");
+}
+
+/** The only form of a key that may appear in logs: its prefix and last four characters. */
+export function redactKey(key: string): string {
+  return key.length <= 8 ? "…" : `${key.slice(0, 3)}…${key.slice(-4)}`;
+}

@@ -1,0 +1,50 @@
+/** Checks that need the whole policy: names that must exist, names that must be unique. */
+import type { Policy } from "./schema.ts";
+import { compilePath } from "../policy/patterns.ts";
+
+export interface ReferenceProblem {
+  path: (string | number)[];
+  message: string;
+}
+
+export function checkReferences(policy: Policy): ReferenceProblem[] {
+  const problems: ReferenceProblem[] = [];
+  const authNames = new Set<string>();
+  const keyIds = new Set<string>();
+  const keyHashes = new Set<string>();
+  policy.authenticators.forEach((a, i) => {
+    if (authNames.has(a.name)) problems.push({ path: ["authenticators", i, "name"], message: `authenticator "${a.name}" is defined twice` });
+    authNames.add(a.name);
+    if (a.type === "api_key") {
+      a.keys.forEach((k, j) => {
+        if (keyIds.has(k.id)) problems.push({ path: ["authenticators", i, "keys", j, "id"], message: `key id "${k.id}" is used twice` });
+        if (keyHashes.has(k.hash)) problems.push({ path: ["authenticators", i, "keys", j, "hash"], message: `key "${k.id}" has the same hash as another key` });
+        keyIds.add(k.id);
+        keyHashes.add(k.hash);
+      });
+    }
+  });
+  const routeNames = new Set<string>();
+  policy.routes.forEach((r, i) => {
+    if (routeNames.has(r.name)) problems.push({ path: ["routes", i, "name"], message: `route "${r.name}" is defined twice` });
+    routeNames.add(r.name);
+    if (!(r.upstream in policy.upstreams)) {
+      problems.push({ path: ["routes", i, "upstream"], message: `upstream "${r.upstream}" is not defined (known: ${Object.keys(policy.upstreams).join(", ")})` });
+    }
+    r.paths.forEach((pattern, j) => {
+      try {
+        compilePath(pattern);
+      } catch (err) {
+        problems.push({ path: ["routes", i, "paths", j], message: (err as Error).message });
+      }
+    });
+    r.authenticators?.forEach((a, j) => {
+      if (!authNames.has(a)) problems.push({ path: ["routes", i, "authenticators", j], message: `authenticator "${a}" is not defined` });
+    });
+    const needsAuth = r.allow.some((rule) => !rule.public);
+    if (needsAuth && authNames.size === 0) {
+      problems.push({ path: ["routes", i, "allow"], message: "this route needs an authenticated caller but no authenticator is defined" });
+    }
+  });
+  return problems;
+}

@@ -1,0 +1,146 @@
+/**
+ * The policy file's shape. One zod schema is both the validator and the source of `tollgate schema`
+ * (JSON Schema for editors). Every object is strict: an unknown key is an error, not a silent no-op.
+ */
+import { z } from "zod";
+import { duration } from "./duration.ts";
+
+const name = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, "names use letters, digits, '.', '_' and '-'");
+const headerName = z
+  .string()
+  .regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, "not a valid HTTP header name")
+  .transform((h) => h.toLowerCase());
+
+// Ports often come from `${PORT:-8080}`, which interpolates to a string.
+const port = z
+  .union([z.number(), z.string().regex(/^\d+$/, "expected a port number")])
+  .transform(Number)
+  .pipe(z.number().int().min(0).max(65535));
+
+const listener = z.strictObject({
+  host: z.string().default("0.0.0.0"),
+  port,
+});
+
+const server = z
+  .strictObject({
+    listen: listener.default({ host: "0.0.0.0", port: 8080 }),
+    admin: listener.default({ host: "0.0.0.0", port: 9090 }),
+    shutdownGrace: duration.default(30).describe("How long SIGTERM waits for in-flight requests and streams"),
+    maxBodyBytes: z.number().int().positive().default(10 * 1024 * 1024).describe("Largest request body read for a model check; larger is 413"),
+    requestIdHeader: headerName.default("x-request-id"),
+    trustRequestId: z.boolean().default(true).describe("Propagate a well-formed incoming request id instead of generating one"),
+    watch: z.boolean().default(true).describe("Reload the policy when its file changes (SIGHUP always reloads)"),
+  })
+  .default({} as never);
+
+const staticCredential = z.strictObject({
+  type: z.literal("static"),
+  header: headerName.default("authorization"),
+  value: z.string().min(1).describe("The header value, e.g. `Bearer ${LITELLM_MASTER_KEY}` or `${file:/run/secrets/key}`"),
+});
+
+const noCredential = z.strictObject({ type: z.literal("none") });
+
+export const upstreamCredential = z.discriminatedUnion("type", [staticCredential, noCredential]);
+
+const identityForwarding = z
+  .strictObject({
+    headers: z
+      .strictObject({
+        principal: headerName.optional(),
+        user: headerName.optional(),
+        email: headerName.optional(),
+        groups: headerName.optional(),
+        roles: headerName.optional(),
+        team: headerName.optional(),
+        method: headerName.optional(),
+      })
+      .default({}),
+    openaiUser: z.boolean().default(false).describe("Set the OpenAI `user` field of JSON bodies to the caller, so LiteLLM attributes spend"),
+  })
+  .default({ headers: {}, openaiUser: false });
+
+const upstream = z.strictObject({
+  url: z.url({ protocol: /^https?$/ }),
+  credential: upstreamCredential.default({ type: "none" }),
+  identity: identityForwarding,
+  connections: z.number().int().positive().default(128).describe("Keep-alive pool size to this upstream"),
+  timeouts: z
+    .strictObject({
+      connect: duration.default(10),
+      headers: duration.default(600).describe("Time to the upstream's response headers"),
+      idle: duration.default(300).describe("Longest silence inside a response body (SSE keep-alives reset it)"),
+    })
+    .default({} as never),
+});
+
+const apiKey = z.strictObject({
+  id: name,
+  hash: z.string().regex(/^sha256:[0-9a-f]{64}$/, "expected sha256:<64 hex digits> (see `tollgate keys new`)"),
+  user: z.string().optional(),
+  email: z.string().optional(),
+  team: z.string().optional(),
+  groups: z.array(z.string()).default([]),
+  roles: z.array(z.string()).default([]),
+  models: z.array(z.string()).optional().describe("Models this key may use (wildcards allowed); omitted = whatever the route allows"),
+  expires: z.iso.datetime({ offset: true }).optional(),
+  disabled: z.boolean().default(false),
+});
+
+const apiKeyAuthenticator = z.strictObject({
+  name,
+  type: z.literal("api_key"),
+  prefix: z.string().default("tg_").describe("Bearer tokens with this prefix are API keys; x-api-key and api-key headers always are"),
+  keys: z.array(apiKey).default([]),
+});
+
+export const authenticator = z.discriminatedUnion("type", [apiKeyAuthenticator]);
+
+const allowRule = z
+  .strictObject({
+    public: z.literal(true).optional().describe("Anyone, even without a credential"),
+    authenticated: z.literal(true).optional().describe("Any authenticated caller"),
+    roles: z.array(z.string()).min(1).optional().describe("Caller has at least one of these roles"),
+    groups: z.array(z.string()).min(1).optional().describe("Caller is in at least one of these groups"),
+    principals: z.array(z.string()).min(1).optional().describe("Caller's principal id or user is one of these"),
+    models: z.array(z.string()).min(1).optional().describe("Narrows the models this rule allows (wildcards allowed)"),
+  })
+  .refine((r) => r.public || r.authenticated || r.roles || r.groups || r.principals, {
+    message: "an allow rule needs one of public, authenticated, roles, groups or principals",
+  });
+
+const httpMethod = z.enum(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"]);
+
+const route = z.strictObject({
+  name,
+  methods: z.array(httpMethod).min(1).default(["*"]),
+  paths: z.array(z.string().regex(/^\/[^?#\s]*$/, "a path pattern starts with '/' and has no query")).min(1),
+  upstream: name,
+  authenticators: z.array(name).optional().describe("Only these authenticators apply on this route (default: all, in policy order)"),
+  allow: z.array(allowRule).min(1),
+  models: z.array(z.string()).min(1).optional().describe("Models this route allows (wildcards allowed)"),
+  maxBodyBytes: z.number().int().positive().optional(),
+});
+
+export const policySchema = z.strictObject({
+  version: z.literal(1),
+  server,
+  audit: z.strictObject({ enabled: z.boolean().default(true) }).default({ enabled: true }),
+  upstreams: z.record(name, upstream).refine((u) => Object.keys(u).length > 0, "at least one upstream is required"),
+  authenticators: z.array(authenticator).default([]),
+  routes: z.array(route).min(1),
+});
+
+export type PolicyInput = z.input<typeof policySchema>;
+export type Policy = z.output<typeof policySchema>;
+export type RouteConfig = Policy["routes"][number];
+export type AllowRuleConfig = RouteConfig["allow"][number];
+export type UpstreamConfig = Policy["upstreams"][string];
+export type AuthenticatorConfig = Policy["authenticators"][number];
+export type ApiKeyConfig = z.output<typeof apiKey>;
+export type UpstreamCredentialConfig = z.output<typeof upstreamCredential>;
+
+export function policyJsonSchema(): unknown {
+  return z.toJSONSchema(policySchema, { io: "input", unrepresentable: "any" });
+}

@@ -1,0 +1,307 @@
+/**
+ * The compiled, immutable Gateway: the corridor wired for one policy. Built once per load ("compile once,
+ * evaluate many"); a reload builds a new one and swaps it in. Per request it only evaluates:
+ *
+ *   normalize → route → authenticate → authorize → credential → forward → settle (metrics, audit)
+ */
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Duplex } from "node:stream";
+import { randomUUID } from "node:crypto";
+import type { Logger } from "pino";
+import type { Policy, UpstreamConfig } from "./config/schema.ts";
+import type { Clock } from "./clock.ts";
+import { normalizeTarget } from "./proxy/normalize.ts";
+import { buildHeaderPolicy, checkRawHeaders, forwardableRequestHeaders, type HeaderPolicy } from "./proxy/headers.ts";
+import { readBody, parseJsonStrict } from "./proxy/body.ts";
+import { Forwarder, type ForwardResult } from "./proxy/forward.ts";
+import { WebSocketTunnel } from "./proxy/websocket.ts";
+import { TollgateError, sendError, toTollgateError } from "./proxy/errors.ts";
+import { extractCredential } from "./auth/credential.ts";
+import { AuthChain, refusedBy } from "./auth/chain.ts";
+import { createAuthenticator } from "./auth/index.ts";
+import type { Authenticator } from "./auth/authenticator.ts";
+import type { Principal } from "./auth/principal.ts";
+import { RouteTable, type Route } from "./policy/routes.ts";
+import { callerRules, decide } from "./policy/authorize.ts";
+import { createUpstreamCredential, type UpstreamCredential, type CredentialStatus } from "./upstream/credential.ts";
+import { compileIdentityForwarding, type IdentityForwarding } from "./upstream/identity.ts";
+import type { Metrics } from "./observe/metrics.ts";
+import { AuditLog, type AuditRecord } from "./observe/audit.ts";
+
+export interface GatewayDeps {
+  metrics: Metrics;
+  logger: Logger;
+  clock: Clock;
+}
+
+interface Upstream {
+  readonly name: string;
+  readonly forwarder: Forwarder;
+  readonly tunnel: WebSocketTunnel;
+  readonly credential: UpstreamCredential;
+  readonly identity: IdentityForwarding;
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** What one request learned on its way down the corridor; turned into the audit line and metrics at the end. */
+class Exchange {
+  requestId = "";
+  route: Route | undefined;
+  principal: Principal | undefined;
+  model: string | undefined;
+  reason = "allowed";
+  status = 0;
+  forwarded: ForwardResult | undefined;
+  authMethod = "none";
+  constructor(readonly req: IncomingMessage, readonly started: number) {}
+}
+
+export class Gateway {
+  readonly policy: Policy;
+  readonly routes: RouteTable;
+  readonly #deps: GatewayDeps;
+  readonly #headerPolicy: HeaderPolicy;
+  readonly #chains = new Map<string, AuthChain>();
+  readonly #authenticators: Authenticator[];
+  readonly #upstreams = new Map<string, Upstream>();
+  readonly #audit: AuditLog;
+  readonly #requestIdHeader: string;
+  readonly #trustRequestId: boolean;
+
+  constructor(policy: Policy, deps: GatewayDeps) {
+    this.policy = policy;
+    this.#deps = deps;
+    this.routes = new RouteTable(policy.routes, policy.server.maxBodyBytes);
+    this.#authenticators = policy.authenticators.map((a) => createAuthenticator(a, { clock: deps.clock }));
+    const byName = new Map(this.#authenticators.map((a) => [a.name, a]));
+    for (const route of this.routes.routes) {
+      const names = route.authenticators ?? this.#authenticators.map((a) => a.name);
+      this.#chains.set(route.name, new AuthChain(names.map((n) => byName.get(n)!)));
+    }
+    const owned: string[] = [];
+    for (const [name, config] of Object.entries(policy.upstreams)) {
+      const upstream = this.#buildUpstream(name, config);
+      owned.push(...upstream.identity.headerNames);
+      this.#upstreams.set(name, upstream);
+    }
+    this.#headerPolicy = buildHeaderPolicy(owned);
+    this.#audit = new AuditLog(deps.logger, policy.audit.enabled);
+    this.#requestIdHeader = policy.server.requestIdHeader;
+    this.#trustRequestId = policy.server.trustRequestId;
+  }
+
+  #buildUpstream(name: string, config: UpstreamConfig): Upstream {
+    return {
+      name,
+      forwarder: new Forwarder(config.url, {
+        connections: config.connections,
+        connectTimeoutMs: config.timeouts.connect,
+        headersTimeoutMs: config.timeouts.headers,
+        bodyTimeoutMs: config.timeouts.idle,
+      }),
+      tunnel: new WebSocketTunnel(config.url, config.timeouts.connect),
+      credential: createUpstreamCredential(config.credential),
+      identity: compileIdentityForwarding(config.identity),
+    };
+  }
+
+  /** Readiness of every upstream credential, for /readyz. */
+  upstreamStatus(): Record<string, CredentialStatus> {
+    const out: Record<string, CredentialStatus> = {};
+    for (const [name, upstream] of this.#upstreams) out[name] = upstream.credential.status();
+    return out;
+  }
+
+  async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const exchange = new Exchange(req, performance.now());
+    exchange.requestId = this.#requestId(req);
+    try {
+      const { upstream, headers, path, body } = await this.#admit(exchange, false);
+      const result = await upstream.forwarder.forward({ method: req.method!, path, headers, body }, res, undefined, exchange.requestId);
+      exchange.forwarded = result;
+      exchange.status = result.status;
+      if (result.outcome !== "complete") {
+        exchange.reason = result.outcome;
+        this.#deps.metrics.upstreamErrors.inc({ upstream: upstream.name, outcome: result.outcome === "client_aborted" ? "client_aborted" : result.error?.code ?? "error" });
+      }
+      if (result.ttfbMs !== undefined) this.#deps.metrics.upstreamTtfb.observe({ upstream: upstream.name }, result.ttfbMs / 1000);
+    } catch (err) {
+      this.#refuse(exchange, err, res);
+    } finally {
+      this.#settle(exchange);
+    }
+  }
+
+  /** WebSocket upgrades (e.g. the OpenAI Realtime API) walk the same corridor, then are tunnelled. */
+  async handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const exchange = new Exchange(req, performance.now());
+    exchange.requestId = this.#requestId(req);
+    try {
+      const { upstream, headers, path } = await this.#admit(exchange, true);
+      exchange.status = 101;
+      exchange.reason = "allowed";
+      upstream.tunnel.open(req, socket, head, path, headers);
+    } catch (err) {
+      const error = toTollgateError(err);
+      this.#record(exchange, error, err);
+      const body = JSON.stringify({ error: { message: error.message, type: error.type, code: error.code, param: null } });
+      const extra = error.status === 401 ? 'WWW-Authenticate: Bearer realm="tollgate", error="invalid_token"\r\n' : "";
+      socket.end(`HTTP/1.1 ${error.status} ${error.type}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${extra}Connection: close\r\n\r\n${body}`);
+    } finally {
+      this.#settle(exchange);
+    }
+  }
+
+  /** normalize → route → authenticate → authorize → credential: everything before bytes go upstream. */
+  async #admit(exchange: Exchange, upgrade: boolean) {
+    const req = exchange.req;
+    const target = normalizeTarget(req.url, req.headers.host);
+    checkRawHeaders(req.rawHeaders, this.#headerPolicy);
+    const match = this.routes.match(req.method!, target.path);
+    if (!match) throw new TollgateError("no_route");
+    const route = match.route;
+    exchange.route = route;
+
+    const credential = extractCredential(req.headers);
+    const principal = await this.#chains.get(route.name)!.authenticate({ credential, headers: req.headers, remoteAddress: req.socket.remoteAddress ?? "" });
+    exchange.principal = principal;
+    exchange.authMethod = principal.method;
+    const rules = callerRules(route, principal);
+    if (rules.length === 0) throw new TollgateError(principal.kind === "anonymous" ? "missing_credential" : "forbidden");
+
+    const upstream = this.#upstreams.get(route.upstream)!;
+    const checksModel = route.restrictsModels || principal.models !== undefined;
+    const hasBody = !upgrade && requestHasBody(req);
+    let body: Buffer | IncomingMessage | null = hasBody ? req : null;
+    let buffered: Buffer | undefined;
+    let json: Record<string, unknown> | undefined;
+    if (hasBody && (checksModel || upstream.identity.setsOpenAiUser || upstream.credential.needsBody)) {
+      buffered = await readBody(req, route.maxBodyBytes);
+      body = buffered;
+      if (checksModel || (upstream.identity.setsOpenAiUser && isJson(req))) {
+        const parsed = parseJsonStrict(buffered);
+        if (parsed && typeof parsed === "object" && !Array.isArray(parsed)) json = parsed as Record<string, unknown>;
+        else if (checksModel) throw new TollgateError("model_required");
+      }
+    }
+    if (json !== undefined) {
+      if (typeof json.model === "string") exchange.model = json.model;
+      else if (checksModel) throw new TollgateError("model_required");
+    }
+    const decision = decide(route, principal, rules, exchange.model);
+    if (!decision.allowed) throw new TollgateError(decision.code === "allowed" ? "forbidden" : decision.code);
+
+    const headers = forwardableRequestHeaders(req.headers, this.#headerPolicy, upgrade);
+    headers[this.#requestIdHeader] = exchange.requestId;
+    appendForwarded(headers, req);
+    upstream.identity.applyHeaders(principal, headers);
+    if (json !== undefined && upstream.identity.setsOpenAiUser && principal.kind !== "anonymous") {
+      // The only body rewrite: LiteLLM attributes spend to the OpenAI `user` field.
+      json.user = upstream.identity.openAiUser(principal);
+      buffered = Buffer.from(JSON.stringify(json));
+      body = buffered;
+    }
+    if (buffered !== undefined) {
+      headers["content-length"] = String(buffered.length);
+      delete headers["transfer-encoding"];
+    }
+    const path = target.path + target.search;
+    await upstream.credential.apply({ method: req.method!, origin: upstream.forwarder.target.origin, path: upstream.forwarder.target.basePath + path, headers, body: buffered });
+    return { upstream, headers, path, body };
+  }
+
+  #requestId(req: IncomingMessage): string {
+    const incoming = req.headers[this.#requestIdHeader];
+    if (this.#trustRequestId && typeof incoming === "string" && REQUEST_ID.test(incoming)) return incoming;
+    return randomUUID();
+  }
+
+  #refuse(exchange: Exchange, err: unknown, res: ServerResponse): void {
+    const error = toTollgateError(err);
+    this.#record(exchange, error, err);
+    if (!res.headersSent && !res.destroyed) {
+      // The client may still be sending a body we did not read; close rather than drain it.
+      if (!exchange.req.complete) res.setHeader("connection", "close");
+      sendError(res, error, exchange.requestId);
+    }
+  }
+
+  #record(exchange: Exchange, error: TollgateError, raw: unknown): void {
+    exchange.status = error.status;
+    exchange.reason = error.code;
+    if (error.status === 401) {
+      const method = (raw !== null && typeof raw === "object" ? refusedBy.get(raw) : undefined) ?? exchange.authMethod;
+      exchange.authMethod = method;
+      this.#deps.metrics.authFailures.inc({ method, reason: error.code });
+    } else if (error.code === "internal") {
+      this.#deps.logger.error({ err: raw, requestId: exchange.requestId }, "internal error");
+    }
+  }
+
+  #settle(exchange: Exchange): void {
+    const seconds = (performance.now() - exchange.started) / 1000;
+    const routeName = exchange.route?.name ?? "none";
+    // allow: admitted and sent upstream (whatever the upstream answered); deny: refused with a 4xx; error: ours.
+    const decision = exchange.forwarded || exchange.status === 101 ? "allow" : exchange.status < 500 ? "deny" : "error";
+    const { metrics } = this.#deps;
+    metrics.requests.inc({ route: routeName, status: String(exchange.status), auth_method: exchange.authMethod, decision });
+    metrics.duration.observe({ route: routeName }, seconds);
+    const p = exchange.principal;
+    const record: AuditRecord = {
+      requestId: exchange.requestId,
+      method: exchange.req.method ?? "",
+      path: pathForAudit(exchange.req.url),
+      route: exchange.route?.name,
+      upstream: exchange.route?.upstream,
+      principal: p && p.kind !== "anonymous" ? p.id : undefined,
+      user: p?.user,
+      team: p?.team,
+      authMethod: exchange.authMethod,
+      authenticator: p?.authenticator,
+      model: exchange.model,
+      decision,
+      reason: exchange.reason,
+      status: exchange.status,
+      outcome: exchange.forwarded?.outcome,
+      durationMs: Math.round(seconds * 1e6) / 1e3,
+      upstreamTtfbMs: exchange.forwarded?.ttfbMs === undefined ? undefined : Math.round(exchange.forwarded.ttfbMs * 1e3) / 1e3,
+      remoteAddress: exchange.req.socket.remoteAddress,
+    };
+    this.#audit.write(record);
+  }
+
+  /** Retires this gateway after a reload or at shutdown: pools finish in-flight requests, then close. */
+  async close(): Promise<void> {
+    await Promise.allSettled([
+      ...[...this.#upstreams.values()].flatMap((u) => [u.forwarder.close(), u.credential.close?.(), u.tunnel.close()]),
+      ...this.#authenticators.map((a) => a.close?.()),
+    ]);
+  }
+}
+
+function requestHasBody(req: IncomingMessage): boolean {
+  const length = req.headers["content-length"];
+  if (length !== undefined) return length !== "0";
+  return req.headers["transfer-encoding"] !== undefined;
+}
+
+function isJson(req: IncomingMessage): boolean {
+  const type = req.headers["content-type"];
+  return type === undefined || /^application\/([\w.+-]*\+)?json\b/i.test(type);
+}
+
+function appendForwarded(headers: Record<string, string | string[]>, req: IncomingMessage): void {
+  const peer = req.socket.remoteAddress ?? "";
+  const prior = headers["x-forwarded-for"];
+  headers["x-forwarded-for"] = prior ? `${Array.isArray(prior) ? prior.join(", ") : prior}, ${peer}` : peer;
+  headers["x-forwarded-proto"] = "encrypted" in req.socket && req.socket.encrypted ? "https" : "http";
+  if (req.headers.host) headers["x-forwarded-host"] = req.headers.host;
+}
+
+/** The path without its query: queries can carry secrets (`?key=`), paths do not. */
+function pathForAudit(url: string | undefined): string {
+  if (!url) return "";
+  const q = url.indexOf("?");
+  return (q >= 0 ? url.slice(0, q) : url).slice(0, 512);
+}

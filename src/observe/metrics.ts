@@ -1,0 +1,87 @@
+/**
+ * Prometheus metrics, one registry per process (it outlives policy reloads). Labels are bounded sets taken
+ * from the policy (route, upstream, authenticator names) or from code (status, reason codes): never a user,
+ * email, key or token.
+ */
+import { Registry, Counter, Histogram, Gauge, collectDefaultMetrics } from "prom-client";
+
+const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
+
+export class Metrics {
+  readonly registry = new Registry();
+
+  readonly requests = new Counter({
+    name: "tollgate_requests_total",
+    help: "Requests handled, by route, response status, authentication method and decision.",
+    labelNames: ["route", "status", "auth_method", "decision"] as const,
+    registers: [this.registry],
+  });
+
+  readonly duration = new Histogram({
+    name: "tollgate_request_duration_seconds",
+    help: "Time from request arrival to the last response byte, streams included.",
+    labelNames: ["route"] as const,
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  });
+
+  readonly upstreamTtfb = new Histogram({
+    name: "tollgate_upstream_ttfb_seconds",
+    help: "Time from dispatch to the upstream's response headers.",
+    labelNames: ["upstream"] as const,
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  });
+
+  readonly authFailures = new Counter({
+    name: "tollgate_auth_failures_total",
+    help: "Requests refused by authentication, by authenticator method and reason code.",
+    labelNames: ["method", "reason"] as const,
+    registers: [this.registry],
+  });
+
+  readonly inflight = new Gauge({
+    name: "tollgate_inflight_requests",
+    help: "Requests (and open streams) currently in flight.",
+    registers: [this.registry],
+  });
+
+  readonly upstreamErrors = new Counter({
+    name: "tollgate_upstream_errors_total",
+    help: "Upstream requests that failed or were aborted, by upstream and outcome.",
+    labelNames: ["upstream", "outcome"] as const,
+    registers: [this.registry],
+  });
+
+  readonly configReloads = new Counter({
+    name: "tollgate_config_reloads_total",
+    help: "Policy reload attempts, by result (success or failure).",
+    labelNames: ["result"] as const,
+    registers: [this.registry],
+  });
+
+  readonly configLoadedAt = new Gauge({
+    name: "tollgate_config_last_success_timestamp_seconds",
+    help: "Unix time of the last policy load that took effect.",
+    registers: [this.registry],
+  });
+
+  readonly deprecatedAuthCalls = new Counter({
+    name: "tollgate_deprecated_auth_calls_total",
+    help: "Requests authenticated by an authenticator marked deprecated, by authenticator.",
+    labelNames: ["authenticator"] as const,
+    registers: [this.registry],
+  });
+
+  constructor(options: { defaultMetrics?: boolean } = {}) {
+    if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: "tollgate_process_" });
+    new Gauge({
+      name: "tollgate_build_info",
+      help: "Always 1; labels carry the Tollgate and Node.js versions.",
+      labelNames: ["version", "node"] as const,
+      registers: [this.registry],
+    }).set({ version: VERSION, node: process.versions.node }, 1);
+  }
+}
+
+export const VERSION = "0.1.0";

@@ -1,0 +1,87 @@
+/**
+ * Every failure a client can see has a stable code. This module is the one place that maps a code to an HTTP
+ * status and the OpenAI error body, so callers throw `new TollgateError("key_expired")` and never pick statuses.
+ */
+import type { ServerResponse } from "node:http";
+
+interface ErrorKind {
+  status: number;
+  type: string;
+  message: string;
+}
+
+const KINDS = {
+  // 400 — the request itself is malformed or ambiguous
+  bad_path: { status: 400, type: "invalid_request_error", message: "The request path is ambiguous or malformed." },
+  bad_header: { status: 400, type: "invalid_request_error", message: "A request header is malformed or duplicated." },
+  multiple_credentials: { status: 400, type: "invalid_request_error", message: "The request carries more than one credential; send exactly one." },
+  invalid_json: { status: 400, type: "invalid_request_error", message: "The request body is not valid JSON." },
+  duplicate_json_key: { status: 400, type: "invalid_request_error", message: "The request body repeats a JSON key." },
+  model_required: { status: 400, type: "invalid_request_error", message: "This route requires a `model` in the JSON body." },
+  body_too_large: { status: 413, type: "invalid_request_error", message: "The request body exceeds the size this route accepts." },
+  // 401 — who are you?
+  missing_credential: { status: 401, type: "authentication_error", message: "No credential was sent. Send an API key or bearer token." },
+  unrecognized_credential: { status: 401, type: "authentication_error", message: "The credential is not of a kind this route accepts." },
+  invalid_api_key: { status: 401, type: "authentication_error", message: "The API key is not valid." },
+  key_expired: { status: 401, type: "authentication_error", message: "The API key has expired." },
+  // 403 / 404 — may you?
+  forbidden: { status: 403, type: "permission_error", message: "You are not allowed to use this route." },
+  model_not_allowed: { status: 403, type: "permission_error", message: "You are not allowed to use this model." },
+  no_route: { status: 404, type: "invalid_request_error", message: "No route matches this method and path." },
+  // 5xx — us or the upstream
+  upstream_unavailable: { status: 502, type: "api_error", message: "The upstream could not be reached." },
+  upstream_timeout: { status: 504, type: "api_error", message: "The upstream did not answer in time." },
+  upstream_credential_unavailable: { status: 503, type: "api_error", message: "Tollgate could not obtain a credential for the upstream." },
+  shutting_down: { status: 503, type: "api_error", message: "Tollgate is shutting down; retry on another replica." },
+  internal: { status: 500, type: "api_error", message: "Tollgate hit an internal error." },
+} as const satisfies Record<string, ErrorKind>;
+
+export type ErrorCode = keyof typeof KINDS;
+
+export class TollgateError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly type: string;
+  /** Extra response headers, e.g. Retry-After. Never put a credential here. */
+  readonly headers: Record<string, string> | undefined;
+
+  constructor(code: ErrorCode, message?: string, headers?: Record<string, string>) {
+    const kind: ErrorKind = KINDS[code];
+    super(message ?? kind.message);
+    this.name = "TollgateError";
+    this.code = code;
+    this.status = kind.status;
+    this.type = kind.type;
+    this.headers = headers;
+  }
+}
+
+export function isTollgateError(err: unknown): err is TollgateError {
+  return err instanceof TollgateError;
+}
+
+/** Turns anything thrown into a TollgateError; unknown errors become `internal` with a generic message. */
+export function toTollgateError(err: unknown): TollgateError {
+  return isTollgateError(err) ? err : new TollgateError("internal");
+}
+
+/** Writes the OpenAI-shaped error body. 401s always carry WWW-Authenticate. */
+export function sendError(res: ServerResponse, err: TollgateError, requestId?: string): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const body = JSON.stringify({ error: { message: err.message, type: err.type, code: err.code, param: null } });
+  const headers: Record<string, string | number> = {
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(body),
+    ...err.headers,
+  };
+  if (err.status === 401 && headers["www-authenticate"] === undefined) {
+    const description = err.message.replace(/["\\]/g, "");
+    headers["www-authenticate"] = `Bearer realm="tollgate", error="invalid_token", error_description="${description}"`;
+  }
+  if (requestId) headers["x-request-id"] = requestId;
+  res.writeHead(err.status, headers);
+  res.end(body);
+}

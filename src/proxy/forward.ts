@@ -1,0 +1,149 @@
+/**
+ * Streaming forwarder over a keep-alive undici Pool. The response is never buffered: each chunk goes to the
+ * client as it arrives, the upstream is paused when the client cannot keep up, and a client that goes away
+ * aborts the upstream request. Observers (metering) see every chunk without holding it.
+ */
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { Pool, errors as undiciErrors, type Dispatcher } from "undici";
+import { forwardableResponseHeaders } from "./headers.ts";
+import { TollgateError, sendError } from "./errors.ts";
+
+export interface UpstreamTarget {
+  /** Origin only, e.g. http://127.0.0.1:4000 */
+  readonly origin: string;
+  /** A base path from the upstream URL, prefixed to every forwarded path ("" for none). */
+  readonly basePath: string;
+}
+
+export interface ForwardRequest {
+  readonly method: string;
+  readonly path: string;
+  readonly headers: Record<string, string | string[]>;
+  /** A buffered body, the client's stream, or null when the request has none. */
+  readonly body: Buffer | IncomingMessage | null;
+}
+
+/** Sees the response as it passes; must not throw or hold on to chunks it does not need. */
+export interface ResponseObserver {
+  onResponseStart?(status: number, headers: Record<string, string | string[] | undefined>): void;
+  onData?(chunk: Buffer): void;
+  onEnd?(outcome: ForwardOutcome): void;
+}
+
+export type ForwardOutcome = "complete" | "client_aborted" | "upstream_error";
+
+export interface ForwardResult {
+  readonly status: number;
+  readonly outcome: ForwardOutcome;
+  /** Milliseconds from dispatch to the upstream's response headers; undefined when none arrived. */
+  readonly ttfbMs: number | undefined;
+  readonly error?: TollgateError | undefined;
+}
+
+export interface ForwarderOptions {
+  connections: number;
+  connectTimeoutMs: number;
+  headersTimeoutMs: number;
+  bodyTimeoutMs: number;
+}
+
+export class Forwarder {
+  readonly target: UpstreamTarget;
+  readonly #pool: Pool;
+
+  constructor(url: string, options: ForwarderOptions) {
+    const parsed = new URL(url);
+    this.target = { origin: parsed.origin, basePath: parsed.pathname === "/" ? "" : parsed.pathname.replace(/\/$/, "") };
+    this.#pool = new Pool(parsed.origin, {
+      connections: options.connections,
+      pipelining: 1,
+      keepAliveTimeout: 30_000,
+      headersTimeout: options.headersTimeoutMs,
+      bodyTimeout: options.bodyTimeoutMs,
+      connect: { timeout: options.connectTimeoutMs },
+    });
+  }
+
+  forward(req: ForwardRequest, res: ServerResponse, observer?: ResponseObserver, requestId?: string): Promise<ForwardResult> {
+    return new Promise((resolve) => {
+      const started = performance.now();
+      let ttfbMs: number | undefined;
+      let status = 0;
+      let controller: Dispatcher.DispatchController | undefined;
+      let settled = false;
+
+      const finish = (outcome: ForwardOutcome, error?: TollgateError) => {
+        if (settled) return;
+        settled = true;
+        res.off("close", onClientClose);
+        observer?.onEnd?.(outcome);
+        resolve({ status: status || error?.status || 0, outcome, ttfbMs, error });
+      };
+      const onClientClose = () => {
+        if (res.writableFinished) return;
+        controller?.abort(new Error("client closed the connection"));
+        finish("client_aborted");
+      };
+      const onDrain = () => controller?.resume();
+      res.on("close", onClientClose);
+
+      this.#pool.dispatch(
+        {
+          method: req.method,
+          path: this.target.basePath + req.path,
+          headers: req.headers,
+          body: req.body,
+        },
+        {
+          onRequestStart(ctrl) {
+            controller = ctrl;
+            if (res.destroyed) ctrl.abort(new Error("client closed the connection"));
+          },
+          onResponseStart(_ctrl, statusCode, headers) {
+            if (statusCode < 200) return;
+            ttfbMs = performance.now() - started;
+            status = statusCode;
+            observer?.onResponseStart?.(statusCode, headers as Record<string, string | string[] | undefined>);
+            res.writeHead(statusCode, forwardableResponseHeaders(headers as Record<string, string | string[] | undefined>));
+            // Event streams: send headers now so the client sees the stream open before the first event.
+            const type = headers["content-type"];
+            if (typeof type === "string" && type.startsWith("text/event-stream")) res.flushHeaders();
+          },
+          onResponseData(ctrl, chunk) {
+            observer?.onData?.(chunk);
+            if (!res.write(chunk)) {
+              ctrl.pause();
+              res.once("drain", onDrain);
+            }
+          },
+          onResponseEnd() {
+            res.end();
+            finish("complete");
+          },
+          onResponseError(_ctrl, err) {
+            if (settled) return;
+            const mapped = mapUpstreamError(err);
+            if (res.headersSent) res.destroy();
+            else if (!res.destroyed) sendError(res, mapped, requestId);
+            finish(res.destroyed && !res.headersSent ? "client_aborted" : "upstream_error", mapped);
+          },
+        },
+      );
+    });
+  }
+
+  close(): Promise<void> {
+    return this.#pool.close();
+  }
+
+  destroy(): Promise<void> {
+    return this.#pool.destroy();
+  }
+}
+
+function mapUpstreamError(err: Error): TollgateError {
+  if (err instanceof undiciErrors.HeadersTimeoutError || err instanceof undiciErrors.BodyTimeoutError || err instanceof undiciErrors.ConnectTimeoutError) {
+    return new TollgateError("upstream_timeout");
+  }
+  return new TollgateError("upstream_unavailable");
+}

@@ -1,0 +1,88 @@
+/**
+ * The one header-hygiene function for both directions. Inbound: hop-by-hop headers and whatever the client's
+ * `Connection` names are dropped, then every credential and identity header Tollgate owns; only after that does
+ * Tollgate add its own, so a client can never remove or spoof them.
+ */
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http";
+import { TollgateError } from "./errors.ts";
+
+const HOP_BY_HOP = new Set([
+  "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
+  "proxy-authorization", "proxy-authenticate", "expect", "host", "http2-settings",
+]);
+
+/** Headers that carry an inbound credential; never forwarded. */
+export const CREDENTIAL_HEADERS: readonly string[] = ["authorization", "x-api-key", "api-key", "proxy-authorization"];
+
+/** Any inbound header with this prefix is Tollgate's namespace and is dropped. */
+export const OWNED_PREFIX = "x-tollgate-";
+
+export interface HeaderPolicy {
+  /** Lower-case names Tollgate owns (credentials, identity headers it sets); always stripped from the client's request. */
+  readonly owned: ReadonlySet<string>;
+}
+
+export function buildHeaderPolicy(extraOwned: Iterable<string>): HeaderPolicy {
+  return { owned: new Set([...CREDENTIAL_HEADERS, ...extraOwned].map((h) => h.toLowerCase())) };
+}
+
+/**
+ * Rejects the header tricks that make two parsers disagree: a credential or identity header repeated with
+ * different values, or spelled with underscores (which some servers fold into dashes).
+ */
+export function checkRawHeaders(rawHeaders: readonly string[], policy: HeaderPolicy): void {
+  let seen: Map<string, string> | undefined;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const lower = rawHeaders[i]!.toLowerCase();
+    if (lower.includes("_")) {
+      const dashed = lower.replaceAll("_", "-");
+      if (policy.owned.has(dashed) || dashed.startsWith(OWNED_PREFIX)) {
+        throw new TollgateError("bad_header", `Header "${rawHeaders[i]}" is not accepted; use dashes, not underscores.`);
+      }
+      continue;
+    }
+    if (!policy.owned.has(lower)) continue;
+    seen ??= new Map();
+    const previous = seen.get(lower);
+    const value = rawHeaders[i + 1]!;
+    if (previous !== undefined && previous !== value) throw new TollgateError("multiple_credentials");
+    seen.set(lower, value);
+  }
+}
+
+/** Builds the upstream request headers from the client's, dropping hop-by-hop, connection-named and owned headers. */
+export function forwardableRequestHeaders(incoming: IncomingHttpHeaders, policy: HeaderPolicy, keepUpgrade = false): Record<string, string | string[]> {
+  const named = connectionNamed(incoming.connection);
+  const out: Record<string, string | string[]> = {};
+  for (const name in incoming) {
+    const value = incoming[name];
+    if (value === undefined) continue;
+    if (HOP_BY_HOP.has(name) && !(keepUpgrade && (name === "upgrade" || name === "connection"))) continue;
+    if (named?.has(name) || policy.owned.has(name) || name.startsWith(OWNED_PREFIX)) continue;
+    out[name] = value;
+  }
+  return out;
+}
+
+/** Copies upstream response headers for the client, without hop-by-hop ones. */
+export function forwardableResponseHeaders(upstream: Record<string, string | string[] | undefined>): OutgoingHttpHeaders {
+  const named = connectionNamed(upstream.connection);
+  const out: OutgoingHttpHeaders = {};
+  for (const name in upstream) {
+    const value = upstream[name];
+    if (value === undefined || HOP_BY_HOP.has(name) || named?.has(name)) continue;
+    out[name] = value;
+  }
+  return out;
+}
+
+function connectionNamed(connection: string | string[] | undefined): Set<string> | undefined {
+  if (!connection) return undefined;
+  const list = Array.isArray(connection) ? connection.join(",") : connection;
+  const names = new Set<string>();
+  for (const token of list.split(",")) {
+    const name = token.trim().toLowerCase();
+    if (name && name !== "close" && name !== "keep-alive") names.add(name);
+  }
+  return names.size > 0 ? names : undefined;
+}
