@@ -54,7 +54,11 @@ class Exchange {
   status = 0;
   forwarded: ForwardResult | undefined;
   authMethod = "none";
-  constructor(readonly req: IncomingMessage, readonly started: number) {}
+  /** Captured at arrival: `req.socket` is detached once a keep-alive response finishes. */
+  readonly remoteAddress: string;
+  constructor(readonly req: IncomingMessage, readonly started: number) {
+    this.remoteAddress = req.socket.remoteAddress ?? "";
+  }
 }
 
 export class Gateway {
@@ -164,7 +168,7 @@ export class Gateway {
     exchange.route = route;
 
     const credential = extractCredential(req.headers);
-    const principal = await this.#chains.get(route.name)!.authenticate({ credential, headers: req.headers, remoteAddress: req.socket.remoteAddress ?? "" });
+    const principal = await this.#chains.get(route.name)!.authenticate({ credential, headers: req.headers, remoteAddress: exchange.remoteAddress });
     exchange.principal = principal;
     exchange.authMethod = principal.method;
     const rules = callerRules(route, principal);
@@ -194,7 +198,7 @@ export class Gateway {
 
     const headers = forwardableRequestHeaders(req.headers, this.#headerPolicy, upgrade);
     headers[this.#requestIdHeader] = exchange.requestId;
-    appendForwarded(headers, req);
+    appendForwarded(headers, req, exchange.remoteAddress);
     upstream.identity.applyHeaders(principal, headers);
     if (json !== undefined && upstream.identity.setsOpenAiUser && principal.kind !== "anonymous") {
       // The only body rewrite: LiteLLM attributes spend to the OpenAI `user` field.
@@ -266,7 +270,7 @@ export class Gateway {
       outcome: exchange.forwarded?.outcome,
       durationMs: Math.round(seconds * 1e6) / 1e3,
       upstreamTtfbMs: exchange.forwarded?.ttfbMs === undefined ? undefined : Math.round(exchange.forwarded.ttfbMs * 1e3) / 1e3,
-      remoteAddress: exchange.req.socket.remoteAddress,
+      remoteAddress: exchange.remoteAddress,
     };
     this.#audit.write(record);
   }
@@ -291,8 +295,7 @@ function isJson(req: IncomingMessage): boolean {
   return type === undefined || /^application\/([\w.+-]*\+)?json\b/i.test(type);
 }
 
-function appendForwarded(headers: Record<string, string | string[]>, req: IncomingMessage): void {
-  const peer = req.socket.remoteAddress ?? "";
+function appendForwarded(headers: Record<string, string | string[]>, req: IncomingMessage, peer: string): void {
   const prior = headers["x-forwarded-for"];
   headers["x-forwarded-for"] = prior ? `${Array.isArray(prior) ? prior.join(", ") : prior}, ${peer}` : peer;
   headers["x-forwarded-proto"] = "encrypted" in req.socket && req.socket.encrypted ? "https" : "http";

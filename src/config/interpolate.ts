@@ -9,7 +9,9 @@
 import { readFileSync } from "node:fs";
 import { isAbsolute, resolve, dirname } from "node:path";
 
-export class InterpolationError extends Error {}
+export class InterpolationError extends Error {
+  override name = "InterpolationError";
+}
 
 const REFERENCE = /\$\$\{|\$\{([^}]*)\}/g;
 const LITELLM_ENV = /^os\.environ\/([A-Za-z_][A-Za-z0-9_]*)$/;

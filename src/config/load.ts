@@ -99,7 +99,8 @@ function locateIssue(
   // Point at the deepest node that exists: a missing key is reported on its parent.
   let node: Node | undefined;
   for (let depth = path.length; depth >= 0 && !node; depth--) node = nodeAt(doc, path.slice(0, depth));
-  return at(node?.range?.[0], path.join("."), issue.message);
+  const missing = issue.code === "invalid_type" && / received undefined$/.test(issue.message);
+  return at(node?.range?.[0], path.join("."), missing ? `required key "${String(path.at(-1))}" is missing` : issue.message);
 }
 
 function nodeAt(doc: Document, path: readonly (string | number)[]): Node | undefined {

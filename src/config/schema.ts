@@ -24,15 +24,15 @@ const listener = z.strictObject({
 
 const server = z
   .strictObject({
-    listen: listener.default({ host: "0.0.0.0", port: 8080 }),
-    admin: listener.default({ host: "0.0.0.0", port: 9090 }),
-    shutdownGrace: duration.default(30).describe("How long SIGTERM waits for in-flight requests and streams"),
+    listen: listener.prefault({ port: 8080 }),
+    admin: listener.prefault({ port: 9090 }),
+    shutdownGrace: duration.prefault(30).describe("How long SIGTERM waits for in-flight requests and streams"),
     maxBodyBytes: z.number().int().positive().default(10 * 1024 * 1024).describe("Largest request body read for a model check; larger is 413"),
     requestIdHeader: headerName.default("x-request-id"),
     trustRequestId: z.boolean().default(true).describe("Propagate a well-formed incoming request id instead of generating one"),
     watch: z.boolean().default(true).describe("Reload the policy when its file changes (SIGHUP always reloads)"),
   })
-  .default({} as never);
+  .prefault({});
 
 const staticCredential = z.strictObject({
   type: z.literal("static"),
@@ -56,10 +56,10 @@ const identityForwarding = z
         team: headerName.optional(),
         method: headerName.optional(),
       })
-      .default({}),
+      .prefault({}),
     openaiUser: z.boolean().default(false).describe("Set the OpenAI `user` field of JSON bodies to the caller, so LiteLLM attributes spend"),
   })
-  .default({ headers: {}, openaiUser: false });
+  .prefault({});
 
 const upstream = z.strictObject({
   url: z.url({ protocol: /^https?$/ }),
@@ -68,11 +68,11 @@ const upstream = z.strictObject({
   connections: z.number().int().positive().default(128).describe("Keep-alive pool size to this upstream"),
   timeouts: z
     .strictObject({
-      connect: duration.default(10),
-      headers: duration.default(600).describe("Time to the upstream's response headers"),
-      idle: duration.default(300).describe("Longest silence inside a response body (SSE keep-alives reset it)"),
+      connect: duration.prefault(10),
+      headers: duration.prefault(600).describe("Time to the upstream's response headers"),
+      idle: duration.prefault(300).describe("Longest silence inside a response body (SSE keep-alives reset it)"),
     })
-    .default({} as never),
+    .prefault({}),
 });
 
 const apiKey = z.strictObject({
@@ -126,7 +126,7 @@ const route = z.strictObject({
 export const policySchema = z.strictObject({
   version: z.literal(1),
   server,
-  audit: z.strictObject({ enabled: z.boolean().default(true) }).default({ enabled: true }),
+  audit: z.strictObject({ enabled: z.boolean().default(true) }).prefault({}),
   upstreams: z.record(name, upstream).refine((u) => Object.keys(u).length > 0, "at least one upstream is required"),
   authenticators: z.array(authenticator).default([]),
   routes: z.array(route).min(1),
