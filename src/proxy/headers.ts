@@ -56,10 +56,14 @@ export function forwardableRequestHeaders(incoming: IncomingHttpHeaders, policy:
   const out: Record<string, string | string[]> = {};
   for (const name in incoming) {
     const value = incoming[name];
-    if (value === undefined) continue;
-    if (HOP_BY_HOP.has(name) && !(keepUpgrade && (name === "upgrade" || name === "connection"))) continue;
+    if (value === undefined || HOP_BY_HOP.has(name)) continue;
     if (named?.has(name) || policy.owned.has(name) || name.startsWith(OWNED_PREFIX)) continue;
     out[name] = value;
+  }
+  if (keepUpgrade && typeof incoming.upgrade === "string") {
+    // A WebSocket handshake: the only hop-by-hop pair that must travel, rebuilt rather than copied.
+    out.connection = "Upgrade";
+    out.upgrade = incoming.upgrade;
   }
   return out;
 }
