@@ -14,7 +14,8 @@ const USAGE = `tollgate ${VERSION} — auth, policy and metering sidecar for LLM
 
 Usage:
   tollgate serve [--config FILE]      run (policy from --config or TOLLGATE_CONFIG; none: embedded quickstart)
-  tollgate check FILE...              validate policy files (exit 1 if any is invalid)
+  tollgate check [--strict] FILE...   validate policy files (exit 1 if any is invalid); unset variables and
+                                      missing secret files are notes unless --strict
   tollgate schema [--out FILE]        print the policy JSON Schema (for editor completion)
   tollgate keys new --id ID [--user U] [--team T] [--roles a,b] [--groups g] [--models m1,m2] [--expires ISO]
                                       make a virtual API key and the policy entry holding its hash
@@ -33,9 +34,9 @@ async function main(argv: string[]): Promise<number> {
       return -1; // keep running until a signal
     }
     case "check": {
-      const { positionals } = parseArgs({ args: rest, allowPositionals: true });
+      const { positionals, values } = parseArgs({ args: rest, allowPositionals: true, options: { strict: { type: "boolean" } } });
       if (positionals.length === 0) throw new UsageError("check needs at least one policy file");
-      return (await check(positionals, print)) > 0 ? 1 : 0;
+      return (await check(positionals, print, values.strict)) > 0 ? 1 : 0;
     }
     case "schema": {
       const { values } = parseArgs({ args: rest, options: { out: { type: "string" } } });

@@ -13,7 +13,6 @@ export class InterpolationError extends Error {
   override name = "InterpolationError";
 }
 
-const REFERENCE = /\$\$\{|\$\{([^}]*)\}/g;
 const LITELLM_ENV = /^os\.environ\/([A-Za-z_][A-Za-z0-9_]*)$/;
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
@@ -21,26 +20,65 @@ export interface InterpolationContext {
   env: NodeJS.ProcessEnv;
   /** Relative `${file:…}` paths resolve against the policy file's folder. */
   baseFile?: string | undefined;
+  /**
+   * Offline checking (`tollgate check`): instead of failing on an unset variable or unreadable secret file,
+   * call this with the reason and use what it returns. `serve` never sets it.
+   */
+  onMissing?: ((reason: string) => string) | undefined;
 }
 
 export function interpolate(value: string, ctx: InterpolationContext): string {
   const litellm = LITELLM_ENV.exec(value);
   if (litellm) return requireEnv(litellm[1]!, ctx);
   if (!value.includes("$")) return value;
-  return value.replace(REFERENCE, (whole, inner: string | undefined) => {
-    if (whole === "$${") return "${";
-    const ref = inner!.trim();
-    if (ref.startsWith("file:")) return readSecretFile(ref.slice(5).trim(), ctx);
-    const fallback = ref.indexOf(":-");
-    if (fallback >= 0) {
-      const envName = ref.slice(0, fallback);
-      assertEnvName(envName);
-      const current = ctx.env[envName];
-      return current === undefined || current === "" ? ref.slice(fallback + 2) : current;
+  let out = "";
+  let i = 0;
+  while (i < value.length) {
+    const at = value.indexOf("$", i);
+    if (at < 0) break;
+    out += value.slice(i, at);
+    if (value.startsWith("$${", at)) {
+      out += "${";
+      i = at + 3;
+      continue;
     }
-    assertEnvName(ref);
-    return requireEnv(ref, ctx);
-  });
+    if (!value.startsWith("${", at)) {
+      out += "$";
+      i = at + 1;
+      continue;
+    }
+    const close = matchingBrace(value, at + 2);
+    out += resolveReference(value.slice(at + 2, close), ctx);
+    i = close + 1;
+  }
+  return out + value.slice(i);
+}
+
+/** Index of the `}` closing a reference that starts at `from`; defaults may nest references: `${A:-${file:/x}}`. */
+function matchingBrace(value: string, from: number): number {
+  let depth = 1;
+  for (let i = from; i < value.length; i++) {
+    if (value.startsWith("${", i)) {
+      depth++;
+      i++;
+    } else if (value[i] === "}" && --depth === 0) return i;
+  }
+  throw new InterpolationError(`unclosed reference in "${value.length > 60 ? value.slice(0, 60) + "…" : value}"`);
+}
+
+function resolveReference(inner: string, ctx: InterpolationContext): string {
+  const ref = inner.trim();
+  if (ref.startsWith("file:")) return readSecretFile(interpolate(ref.slice(5).trim(), ctx), ctx);
+  const fallback = ref.indexOf(":-");
+  if (fallback >= 0) {
+    const envName = ref.slice(0, fallback);
+    assertEnvName(envName);
+    const current = ctx.env[envName];
+    // The default is itself interpolated, and only when it is used (an unused secret file is never read).
+    return current === undefined || current === "" ? interpolate(ref.slice(fallback + 2), ctx) : current;
+  }
+  assertEnvName(ref);
+  return requireEnv(ref, ctx);
 }
 
 function assertEnvName(envName: string): void {
@@ -49,8 +87,10 @@ function assertEnvName(envName: string): void {
 
 function requireEnv(envName: string, ctx: InterpolationContext): string {
   const current = ctx.env[envName];
-  if (current === undefined) throw new InterpolationError(`environment variable ${envName} is not set (use \${${envName}:-default} for a default)`);
-  return current;
+  if (current !== undefined) return current;
+  const reason = `environment variable ${envName} is not set (use \${${envName}:-default} for a default)`;
+  if (ctx.onMissing) return ctx.onMissing(reason);
+  throw new InterpolationError(reason);
 }
 
 function readSecretFile(path: string, ctx: InterpolationContext): string {
@@ -60,6 +100,8 @@ function readSecretFile(path: string, ctx: InterpolationContext): string {
     return readFileSync(full, "utf8").replace(/\r?\n$/, "");
   } catch (err) {
     // The path is configuration, not a secret; the file's contents never appear in the message.
+    const reason = `cannot read secret file ${full}: ${(err as NodeJS.ErrnoException).code ?? "error"}`;
+    if (ctx.onMissing) return ctx.onMissing(reason);
     throw new InterpolationError(`cannot read secret file ${full}: ${(err as NodeJS.ErrnoException).code ?? "error"}`);
   }
 }

@@ -30,17 +30,25 @@ export function formatProblem(p: ConfigProblem): string {
   return `${p.file}:${p.line}:${p.column}: ${p.path ? `${p.path}: ` : ""}${p.message}`;
 }
 
-export function loadPolicyFile(file: string, env: NodeJS.ProcessEnv = process.env): Policy {
+export interface LoadOptions {
+  /**
+   * Offline check: unset variables and unreadable secret files become placeholders and are listed here
+   * (with file:line) instead of failing the load. For `tollgate check` only; `serve` is always strict.
+   */
+  unresolved?: ConfigProblem[];
+}
+
+export function loadPolicyFile(file: string, env: NodeJS.ProcessEnv = process.env, options: LoadOptions = {}): Policy {
   let text: string;
   try {
     text = readFileSync(file, "utf8");
   } catch (err) {
     throw new ConfigError([{ file, line: 0, column: 0, path: "", message: `cannot read policy file: ${(err as NodeJS.ErrnoException).code ?? String(err)}` }]);
   }
-  return parsePolicy(text, file, env);
+  return parsePolicy(text, file, env, options);
 }
 
-export function parsePolicy(text: string, file: string, env: NodeJS.ProcessEnv = process.env): Policy {
+export function parsePolicy(text: string, file: string, env: NodeJS.ProcessEnv = process.env, options: LoadOptions = {}): Policy {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false });
   const at = (offset: number | undefined, path: string, message: string): ConfigProblem => {
@@ -60,6 +68,13 @@ export function parsePolicy(text: string, file: string, env: NodeJS.ProcessEnv =
       // Keys are names, not values: only values are interpolated.
       const parent = ancestry[ancestry.length - 1];
       if (parent && "key" in parent && parent.key === node) return;
+      const unresolved = options.unresolved;
+      if (unresolved) {
+        ctx.onMissing = (reason) => {
+          unresolved.push(at(node.range?.[0], pathOfNode(doc, node), reason));
+          return "unresolved-at-check-time";
+        };
+      }
       try {
         node.value = interpolate(node.value, ctx);
       } catch (err) {

@@ -108,7 +108,12 @@ t.test("ports may come from the environment as strings", async (t) => {
 });
 
 t.test("loadPolicyFile reports an unreadable file", async (t) => {
-  t.throws(() => loadPolicyFile("/nonexistent/policy.yaml"), { problems: [{ message: /ENOENT/ }] });
+  try {
+    loadPolicyFile("/nonexistent/policy.yaml");
+    t.fail("expected an error");
+  } catch (err) {
+    t.match((err as ConfigError).problems[0], { file: "/nonexistent/policy.yaml", message: /ENOENT/ });
+  }
 });
 
 t.test("the JSON Schema describes the policy for editors", async (t) => {
@@ -116,4 +121,15 @@ t.test("the JSON Schema describes the policy for editors", async (t) => {
   t.ok(schema.properties.routes && schema.properties.upstreams && schema.properties.authenticators);
   t.equal(schema.additionalProperties, false, "unknown keys are errors in editors too");
   t.ok(schema.required.includes("routes"));
+});
+
+t.test("interpolation: nested defaults are resolved lazily", async (t) => {
+  const dir = tempDir();
+  writeFileSync(join(dir, "key"), "from-file\n");
+  const ctx = { env: { SET: "from-env" } as NodeJS.ProcessEnv, baseFile: join(dir, "p.yaml") };
+  t.equal(interpolate("Bearer ${UNSET:-${file:key}}", ctx), "Bearer from-file");
+  t.equal(interpolate("Bearer ${SET:-${file:/nonexistent}}", ctx), "Bearer from-env", "an unused default is never read");
+  t.equal(interpolate("${UNSET:-${ALSO_UNSET:-deep}}-tail", ctx), "deep-tail");
+  t.equal(interpolate("cost: $5 and ${SET}", ctx), "cost: $5 and from-env", "a lone $ is literal");
+  t.throws(() => interpolate("${UNSET:-${file:key}", ctx), /unclosed reference/);
 });

@@ -26,6 +26,19 @@ t.test("`check` names the file, line and key of a problem and exits 1", async (t
   t.match(r.stdout, /routes: .*>=1|routes: .*at least/i);
 });
 
+t.test("`check` lists runtime-only variables as notes; `--strict` fails on them like `serve` would", async (t) => {
+  const file = join(tempDir(), "p.yaml");
+  writeFileSync(file, 'version: 1\nupstreams:\n  llm:\n    url: http://127.0.0.1:4000\n    credential: { type: static, value: "Bearer ${TG_TEST_UNSET_MASTER}" }\nroutes: [{ name: r, paths: [/x], upstream: llm, allow: [{ public: true }] }]\n');
+  const lenient = await runCli(["check", file]);
+  t.equal(lenient.code, 0);
+  t.match(lenient.stdout, `note: ${file}:5:40: upstreams.llm.credential.value: environment variable TG_TEST_UNSET_MASTER is not set`);
+  const strict = await runCli(["check", "--strict", file]);
+  t.equal(strict.code, 1);
+  t.match(strict.stdout, /TG_TEST_UNSET_MASTER is not set/);
+  const set = await runCli(["check", "--strict", file], { TG_TEST_UNSET_MASTER: "x" });
+  t.equal(set.code, 0);
+});
+
 t.test("`schema` prints a JSON Schema", async (t) => {
   const r = await runCli(["schema"]);
   t.equal(r.code, 0);
