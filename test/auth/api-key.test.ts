@@ -32,7 +32,8 @@ t.test("generated keys are unique, prefixed and high-entropy; the hash is sha256
 });
 
 t.test("a valid key from any of the three headers yields the key's principal", async (t) => {
-  for (const headers of [{ authorization: `Bearer ${key}` }, { "x-api-key": key }, { "api-key": key }]) {
+  const variants: Record<string, string>[] = [{ authorization: `Bearer ${key}` }, { "x-api-key": key }, { "api-key": key }];
+  for (const headers of variants) {
     const p = auth.authenticate(req(headers));
     t.match(p, { id: "alice", kind: "key", user: "alice", team: "ml", roles: ["user"], groups: ["g"], models: ["gpt-4o-mini"], method: "api_key", authenticator: "keys" });
   }
