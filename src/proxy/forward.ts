@@ -81,8 +81,9 @@ export class Forwarder {
       };
       const onClientClose = () => {
         if (res.writableFinished) return;
-        controller?.abort(new Error("client closed the connection"));
+        // Settle first: aborting calls onResponseError synchronously, which must not relabel this as an upstream error.
         finish("client_aborted");
+        controller?.abort(new Error("client closed the connection"));
       };
       const onDrain = () => controller?.resume();
       res.on("close", onClientClose);
