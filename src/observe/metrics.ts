@@ -74,6 +74,9 @@ export class Metrics {
   });
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
+    // Both series exist from the start, so `increase()` sees the first failure too.
+    this.configReloads.inc({ result: "success" }, 0);
+    this.configReloads.inc({ result: "failure" }, 0);
     if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: "tollgate_process_" });
     new Gauge({
       name: "tollgate_build_info",
