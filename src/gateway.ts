@@ -15,7 +15,7 @@ import { buildHeaderPolicy, checkRawHeaders, forwardableRequestHeaders, type Hea
 import { readBody, parseJsonStrict } from "./proxy/body.ts";
 import { Forwarder, type ForwardResult } from "./proxy/forward.ts";
 import { WebSocketTunnel } from "./proxy/websocket.ts";
-import { TollgateError, sendError, toTollgateError } from "./proxy/errors.ts";
+import { TollgateError, sendError, sendErrorOnSocket, toTollgateError } from "./proxy/errors.ts";
 import { extractCredential } from "./auth/credential.ts";
 import { AuthChain, refusedBy } from "./auth/chain.ts";
 import { createAuthenticator } from "./auth/index.ts";
@@ -122,7 +122,7 @@ export class Gateway {
     exchange.requestId = this.#requestId(req);
     try {
       const { upstream, headers, path, body } = await this.#admit(exchange, false);
-      const result = await upstream.forwarder.forward({ method: req.method!, path, headers, body }, res, undefined, exchange.requestId);
+      const result = await upstream.forwarder.forward({ method: req.method!, path, headers, body }, res, undefined, [this.#requestIdHeader, exchange.requestId]);
       exchange.forwarded = result;
       exchange.status = result.status;
       if (result.outcome !== "complete") {
@@ -149,9 +149,7 @@ export class Gateway {
     } catch (err) {
       const error = toTollgateError(err);
       this.#record(exchange, error, err);
-      const body = JSON.stringify({ error: { message: error.message, type: error.type, code: error.code, param: null } });
-      const extra = error.status === 401 ? 'WWW-Authenticate: Bearer realm="tollgate", error="invalid_token"\r\n' : "";
-      socket.end(`HTTP/1.1 ${error.status} ${error.type}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${extra}Connection: close\r\n\r\n${body}`);
+      sendErrorOnSocket(socket, error, [this.#requestIdHeader, exchange.requestId]);
     } finally {
       this.#settle(exchange);
     }
@@ -227,7 +225,7 @@ export class Gateway {
     if (!res.headersSent && !res.destroyed) {
       // The client may still be sending a body we did not read; close rather than drain it.
       if (!exchange.req.complete) res.setHeader("connection", "close");
-      sendError(res, error, exchange.requestId);
+      sendError(res, error, [this.#requestIdHeader, exchange.requestId]);
     }
   }
 

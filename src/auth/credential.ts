@@ -28,7 +28,10 @@ export function extractCredential(headers: IncomingHttpHeaders): Credential | un
   for (const header of KEY_HEADERS) {
     const raw = headers[header];
     if (raw === undefined) continue;
-    const value = (Array.isArray(raw) ? raw.join(",") : raw).trim();
+    // Node joins a repeated header into "a, b"; the same key twice is one credential, two keys are two.
+    const parts = [...new Set((Array.isArray(raw) ? raw.join(",") : raw).split(",").map((p) => p.trim()))];
+    if (parts.length > 1) throw new TollgateError("multiple_credentials");
+    const value = parts[0]!;
     if (!value) throw new TollgateError("unrecognized_credential", `The ${header} header is empty.`);
     if (found && found.value !== value) throw new TollgateError("multiple_credentials");
     found ??= { header, scheme: "key", value };

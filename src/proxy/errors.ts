@@ -2,7 +2,8 @@
  * Every failure a client can see has a stable code. This module is the one place that maps a code to an HTTP
  * status and the OpenAI error body, so callers throw `new TollgateError("key_expired")` and never pick statuses.
  */
-import type { ServerResponse } from "node:http";
+import { STATUS_CODES, type ServerResponse } from "node:http";
+import type { Duplex } from "node:stream";
 
 interface ErrorKind {
   status: number;
@@ -65,23 +66,39 @@ export function toTollgateError(err: unknown): TollgateError {
   return isTollgateError(err) ? err : new TollgateError("internal");
 }
 
-/** Writes the OpenAI-shaped error body. 401s always carry WWW-Authenticate. */
-export function sendError(res: ServerResponse, err: TollgateError, requestId?: string): void {
-  if (res.headersSent) {
-    res.destroy();
-    return;
-  }
+/** A request id to echo back: [header name, value]. */
+export type RequestIdHeader = readonly [string, string];
+
+/** Status, headers and OpenAI-shaped body for an error; 401s always carry WWW-Authenticate. */
+export function errorResponse(err: TollgateError, requestId?: RequestIdHeader): { status: number; headers: Record<string, string>; body: string } {
   const body = JSON.stringify({ error: { message: err.message, type: err.type, code: err.code, param: null } });
-  const headers: Record<string, string | number> = {
+  const headers: Record<string, string> = {
     "content-type": "application/json",
-    "content-length": Buffer.byteLength(body),
+    "content-length": String(Buffer.byteLength(body)),
     ...err.headers,
   };
   if (err.status === 401 && headers["www-authenticate"] === undefined) {
     const description = err.message.replace(/["\\]/g, "");
     headers["www-authenticate"] = `Bearer realm="tollgate", error="invalid_token", error_description="${description}"`;
   }
-  if (requestId) headers["x-request-id"] = requestId;
-  res.writeHead(err.status, headers);
+  if (requestId) headers[requestId[0]] = requestId[1];
+  return { status: err.status, headers, body };
+}
+
+export function sendError(res: ServerResponse, err: TollgateError, requestId?: RequestIdHeader): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const { status, headers, body } = errorResponse(err, requestId);
+  res.writeHead(status, headers);
   res.end(body);
+}
+
+/** The same response written on a raw socket, for refused WebSocket upgrades (no ServerResponse exists there). */
+export function sendErrorOnSocket(socket: Duplex, err: TollgateError, requestId?: RequestIdHeader): void {
+  const { status, headers, body } = errorResponse(err, requestId);
+  let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? "Error"}\r\n`;
+  for (const name in headers) head += `${name}: ${headers[name]}\r\n`;
+  socket.end(`${head}connection: close\r\n\r\n${body}`);
 }

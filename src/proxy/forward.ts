@@ -6,7 +6,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { Pool, errors as undiciErrors, type Dispatcher } from "undici";
 import { forwardableResponseHeaders } from "./headers.ts";
-import { TollgateError, sendError } from "./errors.ts";
+import { TollgateError, sendError, type RequestIdHeader } from "./errors.ts";
 
 export interface UpstreamTarget {
   /** Origin only, e.g. http://127.0.0.1:4000 */
@@ -64,7 +64,7 @@ export class Forwarder {
     });
   }
 
-  forward(req: ForwardRequest, res: ServerResponse, observer?: ResponseObserver, requestId?: string): Promise<ForwardResult> {
+  forward(req: ForwardRequest, res: ServerResponse, observer?: ResponseObserver, requestId?: RequestIdHeader): Promise<ForwardResult> {
     return new Promise((resolve) => {
       const started = performance.now();
       let ttfbMs: number | undefined;

@@ -11,11 +11,12 @@ export interface NormalizedTarget {
   search: string;
 }
 
-// Encoded separators and NUL change meaning depending on who decodes them; double-encoded ones too.
-const AMBIGUOUS = /%(2f|5c|00)|%25(2e|2f|5c|00)|\\|[\x00-\x20\x7f]|#/i;
+// Encoded separators and NUL change meaning depending on who decodes them; any double encoding too
+// (`%252e`, `%25252e`: an upstream that decodes more than once would see a dot or a slash).
+const AMBIGUOUS = /%(2f|5c|00)|%25[0-9a-f]{2}|\\|[\x00-\x20\x7f]|#/i;
 const UNRESERVED_ESCAPE = /%(2[DdEe]|3\d|[46][1-9A-Fa-f]|[57][0-9Aa]|5[Ff]|7[Ee])/g;
-// Tomcat-style path parameters turn `..;` into `..` on some upstreams.
-const DOT_PARAM_SEGMENT = /(^|\/)\.\.?;/;
+// Tomcat-style path parameters turn `..;` into `..` on some upstreams; `%3b` is a `;` to one that decodes first.
+const DOT_PARAM_SEGMENT = /(^|\/)\.\.?(;|%3b)/i;
 
 export function normalizeTarget(rawUrl: string | undefined, host: string | undefined): NormalizedTarget {
   if (!rawUrl) throw new TollgateError("bad_path");
@@ -30,8 +31,10 @@ export function normalizeTarget(rawUrl: string | undefined, host: string | undef
       throw new TollgateError("bad_path");
     }
     if (!host || url.host.toLowerCase() !== host.toLowerCase()) throw new TollgateError("bad_path", "Absolute-form request targets must name this host.");
-    target = target.slice(target.indexOf("/", target.indexOf("//") + 2)) || "/";
-    if (!target.startsWith("/")) target = "/";
+    // The authority ends at the first `/`, `?` or `#`; what follows is the path (or `/` when there is none).
+    const rest = target.slice(target.indexOf("//") + 2);
+    const end = rest.search(/[/?#]/);
+    target = end < 0 ? "/" : rest[end] === "/" ? rest.slice(end) : "/" + rest.slice(end);
   }
   const queryAt = target.indexOf("?");
   const rawPath = queryAt >= 0 ? target.slice(0, queryAt) : target;

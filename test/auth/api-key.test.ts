@@ -60,6 +60,8 @@ t.test("credential extraction: one credential per request", async (t) => {
   t.match(extractCredential({ authorization: "bearer abc", "x-api-key": "abc" }), { value: "abc" }, "same value twice is one credential");
   t.throws(() => extractCredential({ authorization: "Bearer abc", "x-api-key": "def" }), { code: "multiple_credentials", status: 400 });
   t.throws(() => extractCredential({ "x-api-key": "abc", "api-key": "def" }), { code: "multiple_credentials" });
+  t.match(extractCredential({ "x-api-key": "abc, abc" }), { value: "abc" }, "a header repeated with the same key (joined by Node) is one credential");
+  t.throws(() => extractCredential({ "x-api-key": "abc, def" }), { code: "multiple_credentials" }, "two keys in one repeated header are two credentials");
   t.throws(() => extractCredential({ authorization: "Bearer" }), { code: "unrecognized_credential" });
   t.throws(() => extractCredential({ "x-api-key": " " }), { code: "unrecognized_credential" });
 });

@@ -2,6 +2,7 @@
 import t from "tap";
 import { createServer, request as httpRequest, type IncomingMessage } from "node:http";
 import { once } from "node:events";
+import { Readable } from "node:stream";
 import { request } from "undici";
 import { startHarness, makeKey, SERVER_BLOCK, until, type Harness } from "../helpers/harness.ts";
 
@@ -94,7 +95,7 @@ t.test("bodies are forwarded byte-identical, whether Tollgate read them or not",
     await res.body.dump();
     t.equal(h.upstream.seen.at(-1)!.body, odd, `${path}: same bytes upstream`);
   }
-  const chunked = await request(`${h.url}/v1/embeddings`, { method: "POST", headers: auth, body: (async function* () { yield '{"model":'; yield '"x"}'; })() });
+  const chunked = await request(`${h.url}/v1/embeddings`, { method: "POST", headers: auth, body: Readable.from(['{"model":', '"x"}']) });
   await chunked.body.dump();
   t.equal(h.upstream.seen.at(-1)!.body, '{"model":"x"}', "a chunked body streams through");
 });
