@@ -54,9 +54,13 @@ class Exchange {
   status = 0;
   forwarded: ForwardResult | undefined;
   authMethod = "none";
+  readonly req: IncomingMessage;
+  readonly started: number;
   /** Captured at arrival: `req.socket` is detached once a keep-alive response finishes. */
   readonly remoteAddress: string;
-  constructor(readonly req: IncomingMessage, readonly started: number) {
+  constructor(req: IncomingMessage, started: number) {
+    this.req = req;
+    this.started = started;
     this.remoteAddress = req.socket.remoteAddress ?? "";
   }
 }

@@ -98,11 +98,20 @@ export class TollgateServer {
     }
     this.#inflight++;
     this.metrics.inflight.inc();
-    this.#gateway.handle(req, res).finally(() => {
-      this.#inflight--;
-      this.metrics.inflight.dec();
-      if (this.#inflight === 0) this.#idle?.();
-    });
+    this.#gateway
+      .handle(req, res)
+      .catch((err: unknown) => this.#unexpected(err, res))
+      .finally(() => {
+        this.#inflight--;
+        this.metrics.inflight.dec();
+        if (this.#inflight === 0) this.#idle?.();
+      });
+  }
+
+  /** A bug must cost one request, never the process: log it, answer 500 if nothing was sent yet. */
+  #unexpected(err: unknown, res?: ServerResponse): void {
+    this.#logger.error({ err }, "unexpected error while handling a request");
+    if (res && !res.destroyed) sendError(res, new TollgateError("internal"));
   }
 
   #onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
@@ -112,7 +121,10 @@ export class TollgateServer {
     }
     this.#upgraded.add(socket);
     socket.once("close", () => this.#upgraded.delete(socket));
-    void this.#gateway.handleUpgrade(req, socket, head);
+    this.#gateway.handleUpgrade(req, socket, head).catch((err: unknown) => {
+      this.#unexpected(err);
+      socket.destroy();
+    });
   }
 
   /** Reloads the policy. An invalid policy leaves the running one in place and is logged and counted. */

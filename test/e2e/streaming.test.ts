@@ -99,3 +99,18 @@ t.test("bodies are forwarded byte-identical, whether Tollgate read them or not",
   await chunked.body.dump();
   t.equal(h.upstream.seen.at(-1)!.body, '{"model":"x"}', "a chunked body streams through");
 });
+
+t.test("a failure while settling a request costs that request at most, never the process", async (t) => {
+  const inc = h.server.metrics.requests.inc.bind(h.server.metrics.requests);
+  h.server.metrics.requests.inc = () => {
+    throw new Error("simulated bug in settle");
+  };
+  const res = await request(`${h.url}/v1/embeddings`, { method: "POST", headers: auth, body: '{"model":"x"}' });
+  await res.body.dump();
+  t.equal(res.statusCode, 200, "the response was already complete");
+  h.server.metrics.requests.inc = inc;
+  await until(() => h.logs.some((l) => l.msg === "unexpected error while handling a request"), 2000, "error log");
+  const next = await request(`${h.url}/v1/embeddings`, { method: "POST", headers: auth, body: '{"model":"x"}' });
+  t.equal(next.statusCode, 200, "Tollgate keeps serving");
+  await next.body.dump();
+});

@@ -1,0 +1,262 @@
+/**
+ * Child processes for the bench: spawned pinned to a CPU (taskset), ready when they say so over IPC (or when
+ * their port accepts connections, for nginx), always killed at the end — even when the bench fails.
+ * CPU time is read from /proc so it covers every thread (and every worker process, for nginx).
+ */
+import { spawn, execFileSync, type ChildProcess } from "node:child_process";
+import { existsSync, readFileSync, readdirSync } from "node:fs";
+import { connect, createServer } from "node:net";
+import { once } from "node:events";
+
+export const HAS_TASKSET = onPath("taskset");
+const CLK_TCK = clockTicks();
+
+export function onPath(command: string): boolean {
+  try {
+    execFileSync("sh", ["-c", `command -v ${command}`], { stdio: "ignore" });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function clockTicks(): number {
+  try {
+    return Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
+  } catch {
+    return 100;
+  }
+}
+
+/** Pins this process (every thread) to one CPU; the load generator runs here. */
+export function pinSelf(cpu: number): boolean {
+  if (!HAS_TASKSET) return false;
+  try {
+    execFileSync("taskset", ["-a", "-cp", String(cpu), String(process.pid)], { stdio: "ignore" });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export interface Child {
+  readonly name: string;
+  readonly pid: number;
+  readonly process: ChildProcess;
+  /** The last lines the child wrote to stderr, for error messages. */
+  stderr(): string;
+}
+
+const running = new Set<Child>();
+
+export interface SpawnOptions {
+  cpu: number | undefined;
+  /** File descriptor for the child's stdout ("ignore" when omitted). */
+  stdout?: number | "ignore";
+  env?: NodeJS.ProcessEnv;
+  /** Node children speak IPC; others (nginx) do not. */
+  ipc?: boolean;
+}
+
+export function spawnPinned(name: string, command: string, args: string[], options: SpawnOptions): Child {
+  const pinned = options.cpu !== undefined && HAS_TASKSET;
+  const file = pinned ? "taskset" : command;
+  const argv = pinned ? ["-c", String(options.cpu), command, ...args] : args;
+  const stdio: ("ignore" | "pipe" | "ipc" | number)[] = ["ignore", options.stdout ?? "ignore", "pipe"];
+  if (options.ipc) stdio.push("ipc");
+  // taskset execs the command, so the pid we get is the pid of the process we measure.
+  const proc = spawn(file, argv, { stdio, env: options.env ?? process.env });
+  let tail = "";
+  proc.stderr?.setEncoding("utf8").on("data", (s: string) => {
+    tail = (tail + s).slice(-4000);
+  });
+  if (proc.pid === undefined) throw new Error(`could not start ${name} (${file})`);
+  const child: Child = { name, pid: proc.pid, process: proc, stderr: () => tail };
+  running.add(child);
+  proc.once("exit", () => running.delete(child));
+  return child;
+}
+
+/** Waits for a Node child's `{ ready: true, ... }` IPC message, bounded in time. */
+export async function readyMessage<T extends object>(child: Child, timeoutMs = 15_000): Promise<T> {
+  const proc = child.process;
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => fail(new Error(`${child.name} did not become ready in ${timeoutMs} ms`)), timeoutMs);
+    const onMessage = (message: unknown) => {
+      if (message && typeof message === "object" && (message as { ready?: unknown }).ready === true) {
+        cleanup();
+        resolve(message as T);
+      }
+    };
+    const onExit = (code: number | null, signal: string | null) => fail(new Error(`${child.name} exited (code ${code}, signal ${signal}) before it was ready`));
+    const fail = (err: Error) => {
+      cleanup();
+      reject(new Error(`${err.message}\n${child.stderr()}`.trim()));
+    };
+    const cleanup = () => {
+      clearTimeout(timer);
+      proc.off("message", onMessage);
+      proc.off("exit", onExit);
+    };
+    proc.on("message", onMessage);
+    proc.once("exit", onExit);
+  });
+}
+
+/** Polls until something accepts TCP connections on the port, bounded in time. */
+export async function waitForPort(child: Child, port: number, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (child.process.exitCode !== null) throw new Error(`${child.name} exited (code ${child.process.exitCode})\n${child.stderr()}`);
+    const ok = await new Promise<boolean>((resolve) => {
+      const socket = connect(port, "127.0.0.1");
+      socket.once("connect", () => (socket.destroy(), resolve(true)));
+      socket.once("error", () => resolve(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`${child.name} did not listen on ${port} in ${timeoutMs} ms\n${child.stderr()}`);
+}
+
+/** A loopback port that was free a moment ago (for programs that need a fixed port in their config). */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const port = (server.address() as { port: number }).port;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+export async function stop(child: Child, graceMs = 5000): Promise<void> {
+  const proc = child.process;
+  if (proc.exitCode !== null || proc.signalCode !== null) return;
+  const exited = once(proc, "exit");
+  proc.kill("SIGTERM");
+  const timer = setTimeout(() => proc.kill("SIGKILL"), graceMs);
+  await exited;
+  clearTimeout(timer);
+}
+
+export async function stopAll(): Promise<void> {
+  await Promise.all([...running].map((c) => stop(c)));
+}
+
+/** Last resort on process exit: synchronous, so it also runs from an 'exit' handler. */
+export function killAllNow(): void {
+  for (const child of running) {
+    try {
+      child.process.kill("SIGKILL");
+    } catch {
+      // already gone
+    }
+  }
+}
+
+/** User + system CPU seconds of a process and its descendants (nginx workers), from /proc. */
+export function cpuSeconds(pid: number): number | undefined {
+  const pids = [pid, ...descendants(pid)];
+  let ticks = 0;
+  let any = false;
+  for (const p of pids) {
+    const stat = readStat(p);
+    if (!stat) continue;
+    any = true;
+    ticks += stat.utime + stat.stime;
+  }
+  return any ? ticks / CLK_TCK : undefined;
+}
+
+function readStat(pid: number): { ppid: number; utime: number; stime: number } | undefined {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, "utf8");
+  } catch {
+    return undefined;
+  }
+  // The command name (field 2) may contain spaces; the fields after its closing parenthesis do not.
+  const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
+  // fields[0] is field 3 (state): ppid is field 4, utime 14, stime 15.
+  return { ppid: Number(fields[1]), utime: Number(fields[11]), stime: Number(fields[12]) };
+}
+
+function descendants(pid: number): number[] {
+  if (!existsSync("/proc")) return [];
+  const parentOf = new Map<number, number>();
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = readStat(Number(entry));
+    if (stat) parentOf.set(Number(entry), stat.ppid);
+  }
+  const out: number[] = [];
+  let frontier = [pid];
+  while (frontier.length > 0) {
+    const next: number[] = [];
+    for (const [child, parent] of parentOf) if (frontier.includes(parent)) next.push(child);
+    out.push(...next);
+    frontier = next;
+  }
+  return out;
+}
+
+export interface CpuTimes {
+  busy: number[];
+  total: number[];
+}
+
+/** Per-CPU busy and total jiffies from /proc/stat, to tell whether the load generator's CPU was saturated. */
+export function cpuTimes(): CpuTimes | undefined {
+  let text: string;
+  try {
+    text = readFileSync("/proc/stat", "utf8");
+  } catch {
+    return undefined;
+  }
+  const busy: number[] = [];
+  const total: number[] = [];
+  for (const line of text.split("\n")) {
+    const m = /^cpu(\d+)\s+(.*)$/.exec(line);
+    if (!m) continue;
+    const v = m[2]!.trim().split(/\s+/).map(Number);
+    // user nice system idle iowait irq softirq steal (guest times are already in user)
+    const sum = v.slice(0, 8).reduce((a, b) => a + b, 0);
+    const idle = (v[3] ?? 0) + (v[4] ?? 0);
+    busy[Number(m[1])] = sum - idle;
+    total[Number(m[1])] = sum;
+  }
+  return { busy, total };
+}
+
+/** CPU-seconds all CPUs were busy between two readings (every process on the machine, ours or not). */
+export function busySeconds(before: CpuTimes | undefined, after: CpuTimes | undefined): number | undefined {
+  if (!before || !after) return undefined;
+  return after.busy.reduce((sum, b, i) => sum + (b - (before.busy[i] ?? 0)), 0) / CLK_TCK;
+}
+
+/**
+ * Waits (at most `maxMs`) until the machine is nearly idle, so a neighbour's burst of work does not land
+ * in a measurement. Returns the busy fraction of the last sample.
+ */
+export async function waitForQuiet(maxMs: number, threshold = 0.1, sampleMs = 250): Promise<number | undefined> {
+  const deadline = Date.now() + maxMs;
+  let busy: number | undefined;
+  do {
+    const before = cpuTimes();
+    await new Promise((r) => setTimeout(r, sampleMs));
+    const seconds = busySeconds(before, cpuTimes());
+    if (seconds === undefined) return undefined;
+    busy = seconds / ((sampleMs / 1000) * (before?.busy.length || 1));
+    if (busy < threshold) return busy;
+  } while (Date.now() < deadline);
+  return busy;
+}
+
+/** Busy fraction (0..1) of each CPU between two readings. */
+export function busyFractions(before: CpuTimes | undefined, after: CpuTimes | undefined): number[] | undefined {
+  if (!before || !after) return undefined;
+  return after.busy.map((b, i) => {
+    const dt = after.total[i]! - (before.total[i] ?? 0);
+    return dt > 0 ? (b - (before.busy[i] ?? 0)) / dt : 0;
+  });
+}
