@@ -9,6 +9,7 @@ import type { Duplex } from "node:stream";
 import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
 import type { Policy, UpstreamConfig } from "./config/schema.ts";
+import type { DeprecationConfig } from "./config/authenticators.ts";
 import type { Clock } from "./clock.ts";
 import { normalizeTarget } from "./proxy/normalize.ts";
 import { buildHeaderPolicy, checkRawHeaders, forwardableRequestHeaders, type HeaderPolicy } from "./proxy/headers.ts";
@@ -54,6 +55,8 @@ class Exchange {
   status = 0;
   forwarded: ForwardResult | undefined;
   authMethod = "none";
+  /** Extra headers for the client's response, whatever its outcome. */
+  responseHeaders: Readonly<Record<string, string>> | undefined;
   readonly req: IncomingMessage;
   readonly started: number;
   /** Captured at arrival: `req.socket` is detached once a keep-alive response finishes. */
@@ -76,18 +79,21 @@ export class Gateway {
   readonly #audit: AuditLog;
   readonly #requestIdHeader: string;
   readonly #trustRequestId: boolean;
+  /** Deprecation/Sunset/Link response headers per deprecated authenticator (migration mode). */
+  readonly #deprecations = new Map<string, Readonly<Record<string, string>>>();
 
   constructor(policy: Policy, deps: GatewayDeps) {
     this.policy = policy;
     this.#deps = deps;
     this.routes = new RouteTable(policy.routes, policy.server.maxBodyBytes);
-    this.#authenticators = policy.authenticators.map((a) => createAuthenticator(a, { clock: deps.clock }));
+    this.#authenticators = policy.authenticators.map((a) => createAuthenticator(a, { clock: deps.clock, metrics: deps.metrics, logger: deps.logger }));
     const byName = new Map(this.#authenticators.map((a) => [a.name, a]));
+    for (const a of this.#authenticators) if (a.deprecation) this.#deprecations.set(a.name, deprecationHeaders(a.deprecation, deps.clock.now()));
     for (const route of this.routes.routes) {
       const names = route.authenticators ?? this.#authenticators.map((a) => a.name);
       this.#chains.set(route.name, new AuthChain(names.map((n) => byName.get(n)!)));
     }
-    const owned: string[] = [];
+    const owned: string[] = this.#authenticators.flatMap((a) => a.ownedHeaders ?? []);
     for (const [name, config] of Object.entries(policy.upstreams)) {
       const upstream = this.#buildUpstream(name, config);
       owned.push(...upstream.identity.headerNames);
@@ -114,6 +120,11 @@ export class Gateway {
     };
   }
 
+  /** The authenticators that apply on a route, in policy order (for `tollgate explain`). */
+  authenticatorsFor(routeName: string): readonly Authenticator[] {
+    return this.#chains.get(routeName)?.authenticators ?? [];
+  }
+
   /** Readiness of every upstream credential, for /readyz. */
   upstreamStatus(): Record<string, CredentialStatus> {
     const out: Record<string, CredentialStatus> = {};
@@ -126,7 +137,7 @@ export class Gateway {
     exchange.requestId = this.#requestId(req);
     try {
       const { upstream, headers, path, body } = await this.#admit(exchange, false);
-      const result = await upstream.forwarder.forward({ method: req.method!, path, headers, body }, res, undefined, [this.#requestIdHeader, exchange.requestId]);
+      const result = await upstream.forwarder.forward({ method: req.method!, path, headers, body, responseHeaders: exchange.responseHeaders }, res, undefined, [this.#requestIdHeader, exchange.requestId]);
       exchange.forwarded = result;
       exchange.status = result.status;
       if (result.outcome !== "complete") {
@@ -173,6 +184,11 @@ export class Gateway {
     const principal = await this.#chains.get(route.name)!.authenticate({ credential, headers: req.headers, remoteAddress: exchange.remoteAddress });
     exchange.principal = principal;
     exchange.authMethod = principal.method;
+    const deprecation = this.#deprecations.get(principal.authenticator);
+    if (deprecation) {
+      exchange.responseHeaders = deprecation;
+      this.#deps.metrics.deprecatedAuthCalls.inc({ authenticator: principal.authenticator });
+    }
     const rules = callerRules(route, principal);
     if (rules.length === 0) throw new TollgateError(principal.kind === "anonymous" ? "missing_credential" : "forbidden");
 
@@ -229,17 +245,19 @@ export class Gateway {
     if (!res.headersSent && !res.destroyed) {
       // The client may still be sending a body we did not read; close rather than drain it.
       if (!exchange.req.complete) res.setHeader("connection", "close");
+      if (exchange.responseHeaders) for (const [name, value] of Object.entries(exchange.responseHeaders)) res.setHeader(name, value);
       sendError(res, error, [this.#requestIdHeader, exchange.requestId]);
     }
   }
 
   #record(exchange: Exchange, error: TollgateError, raw: unknown): void {
     exchange.status = error.status;
-    exchange.reason = error.code;
-    if (error.status === 401) {
-      const method = (raw !== null && typeof raw === "object" ? refusedBy.get(raw) : undefined) ?? exchange.authMethod;
+    exchange.reason = error.reason;
+    const refusingMethod = raw !== null && typeof raw === "object" ? refusedBy.get(raw) : undefined;
+    if (refusingMethod !== undefined || error.status === 401) {
+      const method = refusingMethod ?? exchange.authMethod;
       exchange.authMethod = method;
-      this.#deps.metrics.authFailures.inc({ method, reason: error.code });
+      this.#deps.metrics.authFailures.inc({ method, reason: error.reason });
     } else if (error.code === "internal") {
       this.#deps.logger.error({ err: raw, requestId: exchange.requestId }, "internal error");
     }
@@ -284,6 +302,16 @@ export class Gateway {
       ...this.#authenticators.map((a) => a.close?.()),
     ]);
   }
+}
+
+/** RFC 9745 Deprecation (since this policy was loaded), RFC 8594 Sunset, and a Link to the migration notes. */
+function deprecationHeaders(config: DeprecationConfig, loadedAt: number): Record<string, string> {
+  const headers: Record<string, string> = {
+    deprecation: `@${Math.floor(loadedAt / 1000)}`,
+    sunset: new Date(config.sunset).toUTCString(),
+  };
+  if (config.link) headers.link = `<${config.link}>; rel="deprecation"`;
+  return headers;
 }
 
 function requestHasBody(req: IncomingMessage): boolean {

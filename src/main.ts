@@ -8,6 +8,7 @@ import { serve } from "./cli/serve.ts";
 import { check } from "./cli/check.ts";
 import { newKey } from "./cli/keys.ts";
 import { demo } from "./cli/demo.ts";
+import { explainCommand } from "./cli/explain.ts";
 import { VERSION } from "./observe/metrics.ts";
 
 const USAGE = `tollgate ${VERSION} — auth, policy and metering sidecar for LLM gateways
@@ -19,6 +20,9 @@ Usage:
   tollgate schema [--out FILE]        print the policy JSON Schema (for editor completion)
   tollgate keys new --id ID [--user U] [--team T] [--roles a,b] [--groups g] [--models m1,m2] [--expires ISO]
                                       make a virtual API key and the policy entry holding its hash
+  tollgate explain --config FILE [--token T [--offline] | --claims FILE [--authenticator NAME] | --key K]
+                   [--method POST] --path /v1/chat/completions [--model gpt-4o]
+                                      why a request would be allowed or denied (no upstream is called)
   tollgate demo [--exit]              stand-in upstream + Tollgate + the openai SDK: a thirty-second tour
   tollgate version`;
 
@@ -55,6 +59,21 @@ async function main(argv: string[]): Promise<number> {
       if (!values.id) throw new UsageError("keys new needs --id (a name for the key, e.g. alice-laptop)");
       print(newKey({ id: values.id, user: values.user, team: values.team, roles: list(values.roles), groups: list(values.groups), models: list(values.models), expires: values.expires, prefix: values.prefix }).text);
       return 0;
+    }
+    case "explain": {
+      const { values } = parseArgs({
+        args: rest,
+        options: {
+          config: { type: "string", short: "c" }, token: { type: "string" }, key: { type: "string" }, claims: { type: "string" },
+          authenticator: { type: "string" }, offline: { type: "boolean" }, method: { type: "string" }, path: { type: "string" }, model: { type: "string" },
+        },
+      });
+      const config = values.config ?? process.env.TOLLGATE_CONFIG;
+      if (!config || !values.path) throw new UsageError("explain needs --config (or TOLLGATE_CONFIG) and --path");
+      return explainCommand(
+        { config, method: values.method ?? "POST", path: values.path, model: values.model, credential: values.token ?? values.key, offline: values.offline, claimsFile: values.claims, authenticator: values.authenticator },
+        print,
+      );
     }
     case "demo": {
       const { values } = parseArgs({ args: rest, options: { exit: { type: "boolean" }, port: { type: "string" } } });

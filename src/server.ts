@@ -72,9 +72,11 @@ export class TollgateServer {
     const { listen, admin } = this.#gateway.policy.server;
     this.#data = createServer({ keepAliveTimeout: 65_000, headersTimeout: 30_000, requestTimeout: 0 }, (req, res) => this.#onRequest(req, res));
     this.#data.on("upgrade", (req: IncomingMessage, socket: Socket, head: Buffer) => this.#onUpgrade(req, socket, head));
-    this.#data.on("clientError", (_err, socket: Socket) => {
-      if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
-      else socket.destroy();
+    this.#data.on("clientError", (err: NodeJS.ErrnoException, socket: Socket) => {
+      if (!socket.writable) return void socket.destroy();
+      // Oversized headers (e.g. a 64 KiB token) are refused by Node's parser before Tollgate sees them.
+      const status = err.code === "HPE_HEADER_OVERFLOW" ? "431 Request Header Fields Too Large" : "400 Bad Request";
+      socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
     });
     this.#admin = createAdminServer(this.metrics, {
       accepting: () => !this.#draining,

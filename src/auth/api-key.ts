@@ -17,12 +17,14 @@ interface KeyEntry {
 export class ApiKeyAuthenticator implements Authenticator {
   readonly name: string;
   readonly type = "api_key";
+  readonly deprecation: ApiKeyAuthenticatorConfig["deprecated"];
   readonly #prefix: string;
   readonly #byHash = new Map<string, KeyEntry>();
   readonly #clock: Clock;
 
   constructor(config: ApiKeyAuthenticatorConfig, clock: Clock) {
     this.name = config.name;
+    this.deprecation = config.deprecated;
     this.#prefix = config.prefix;
     this.#clock = clock;
     for (const key of config.keys) this.#byHash.set(key.hash, { principal: this.#principalOf(key), expiresAt: key.expires ? Date.parse(key.expires) : undefined, disabled: key.disabled });

@@ -9,6 +9,10 @@ export class AuthChain {
     this.#authenticators = authenticators;
   }
 
+  get authenticators(): readonly Authenticator[] {
+    return this.#authenticators;
+  }
+
   /**
    * Returns the caller's Principal, ANONYMOUS when no credential was sent at all, and throws a TollgateError
    * (tagged with the method that refused it) when a credential fails or no method recognises it.

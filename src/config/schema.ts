@@ -4,12 +4,8 @@
  */
 import { z } from "zod";
 import { duration } from "./duration.ts";
-
-const name = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, "names use letters, digits, '.', '_' and '-'");
-const headerName = z
-  .string()
-  .regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, "not a valid HTTP header name")
-  .transform((h) => h.toLowerCase());
+import { name, headerName } from "./common.ts";
+import { authenticator as identityAuthenticator } from "./authenticators.ts";
 
 // Ports often come from `${PORT:-8080}`, which interpolates to a string.
 const port = z
@@ -91,11 +87,15 @@ const apiKey = z.strictObject({
 const apiKeyAuthenticator = z.strictObject({
   name,
   type: z.literal("api_key"),
+  deprecated: z
+    .strictObject({ sunset: z.iso.date().or(z.iso.datetime({ offset: true })), link: z.url().optional() })
+    .optional()
+    .describe("Retiring this method (e.g. master key → JWT): callers get Deprecation/Sunset headers and are counted"),
   prefix: z.string().default("tg_").describe("Bearer tokens with this prefix are API keys; x-api-key and api-key headers always are"),
   keys: z.array(apiKey).default([]),
 });
 
-export const authenticator = z.discriminatedUnion("type", [apiKeyAuthenticator]);
+export const authenticator = z.discriminatedUnion("type", [apiKeyAuthenticator, ...identityAuthenticator.options]);
 
 const allowRule = z
   .strictObject({

@@ -73,6 +73,54 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly jwksFetches = new Counter({
+    name: "tollgate_jwks_fetches_total",
+    help: "JWKS fetches, by issuer (from the policy) and result.",
+    labelNames: ["issuer", "result"] as const,
+    registers: [this.registry],
+  });
+
+  readonly #jwksAges = new Map<string, () => number | undefined>();
+  readonly jwksAge = new Gauge({
+    name: "tollgate_jwks_age_seconds",
+    help: "Age of the key set in use, by issuer.",
+    labelNames: ["issuer"] as const,
+    registers: [this.registry],
+    collect: () => {
+      this.jwksAge.reset();
+      for (const [issuer, age] of this.#jwksAges) {
+        const seconds = age();
+        if (seconds !== undefined) this.jwksAge.set({ issuer }, seconds);
+      }
+    },
+  });
+
+  /** Key sets report their age at scrape time; a reload replaces the previous gateway's reporter. */
+  registerJwksAge(issuer: string, age: () => number | undefined): void {
+    this.#jwksAges.set(issuer, age);
+  }
+
+  readonly tokenCache = new Counter({
+    name: "tollgate_token_cache_total",
+    help: "Verified-token cache lookups, by authenticator and result (hit or miss).",
+    labelNames: ["authenticator", "result"] as const,
+    registers: [this.registry],
+  });
+
+  readonly groupOverage = new Counter({
+    name: "tollgate_entra_group_overage_total",
+    help: "Entra tokens whose groups had to be resolved through Microsoft Graph, by result.",
+    labelNames: ["result"] as const,
+    registers: [this.registry],
+  });
+
+  readonly introspections = new Counter({
+    name: "tollgate_introspection_requests_total",
+    help: "Calls to introspection / userinfo / token-info endpoints, by authenticator and result.",
+    labelNames: ["authenticator", "result"] as const,
+    registers: [this.registry],
+  });
+
   constructor(options: { defaultMetrics?: boolean } = {}) {
     // Both series exist from the start, so `increase()` sees the first failure too.
     this.configReloads.inc({ result: "success" }, 0);

@@ -25,13 +25,19 @@ const KINDS = {
   unrecognized_credential: { status: 401, type: "authentication_error", message: "The credential is not of a kind this route accepts." },
   invalid_api_key: { status: 401, type: "authentication_error", message: "The API key is not valid." },
   key_expired: { status: 401, type: "authentication_error", message: "The API key has expired." },
+  invalid_token: { status: 401, type: "authentication_error", message: "The bearer token is not valid." },
+  token_expired: { status: 401, type: "authentication_error", message: "The bearer token has expired." },
+  token_inactive: { status: 401, type: "authentication_error", message: "The bearer token is not active." },
+  invalid_assertion: { status: 401, type: "authentication_error", message: "The identity assertion from the proxy is not valid." },
   // 403 / 404 — may you?
   forbidden: { status: 403, type: "permission_error", message: "You are not allowed to use this route." },
+  email_domain_not_allowed: { status: 403, type: "permission_error", message: "Your email domain is not allowed." },
   model_not_allowed: { status: 403, type: "permission_error", message: "You are not allowed to use this model." },
   no_route: { status: 404, type: "invalid_request_error", message: "No route matches this method and path." },
   // 5xx — us or the upstream
   upstream_unavailable: { status: 502, type: "api_error", message: "The upstream could not be reached." },
   upstream_timeout: { status: 504, type: "api_error", message: "The upstream did not answer in time." },
+  auth_unavailable: { status: 503, type: "api_error", message: "Tollgate could not verify the credential right now; retry shortly." },
   upstream_credential_unavailable: { status: 503, type: "api_error", message: "Tollgate could not obtain a credential for the upstream." },
   shutting_down: { status: 503, type: "api_error", message: "Tollgate is shutting down; retry on another replica." },
   internal: { status: 500, type: "api_error", message: "Tollgate hit an internal error." },
@@ -46,7 +52,13 @@ export class TollgateError extends Error {
   /** Extra response headers, e.g. Retry-After. Never put a credential here. */
   readonly headers: Record<string, string> | undefined;
 
-  constructor(code: ErrorCode, message?: string, headers?: Record<string, string>) {
+  /**
+   * A finer, stable reason for audit lines and the auth-failure metric (e.g. `audience`, `signature`,
+   * `unknown_kid`); clients see only `code`. A bounded set chosen in code, never request data.
+   */
+  readonly detail: string | undefined;
+
+  constructor(code: ErrorCode, message?: string, headers?: Record<string, string>, detail?: string) {
     const kind: ErrorKind = KINDS[code];
     super(message ?? kind.message);
     this.name = "TollgateError";
@@ -54,6 +66,12 @@ export class TollgateError extends Error {
     this.status = kind.status;
     this.type = kind.type;
     this.headers = headers;
+    this.detail = detail;
+  }
+
+  /** `code` or `code:detail`: what audit lines and metrics record. */
+  get reason(): string {
+    return this.detail ? `${this.code}:${this.detail}` : this.code;
   }
 }
 

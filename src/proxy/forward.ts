@@ -21,6 +21,8 @@ export interface ForwardRequest {
   readonly headers: Record<string, string | string[]>;
   /** A buffered body, the client's stream, or null when the request has none. */
   readonly body: Buffer | IncomingMessage | null;
+  /** Headers Tollgate adds to the client's response (e.g. Deprecation/Sunset), over the upstream's. */
+  readonly responseHeaders?: Readonly<Record<string, string>> | undefined;
 }
 
 /** Sees the response as it passes; must not throw or hold on to chunks it does not need. */
@@ -105,7 +107,9 @@ export class Forwarder {
             ttfbMs = performance.now() - started;
             status = statusCode;
             observer?.onResponseStart?.(statusCode, headers as Record<string, string | string[] | undefined>);
-            res.writeHead(statusCode, forwardableResponseHeaders(headers as Record<string, string | string[] | undefined>));
+            const outgoing = forwardableResponseHeaders(headers as Record<string, string | string[] | undefined>);
+            if (req.responseHeaders) Object.assign(outgoing, req.responseHeaders);
+            res.writeHead(statusCode, outgoing);
             // Event streams: send headers now so the client sees the stream open before the first event.
             const type = headers["content-type"];
             if (typeof type === "string" && type.startsWith("text/event-stream")) res.flushHeaders();
