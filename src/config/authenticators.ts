@@ -1,4 +1,5 @@
 /** Policy shapes of the authenticators: one entry per method, each strict. */
+import { isIP } from "node:net";
 import { z } from "zod";
 import { duration } from "./duration.ts";
 import { name, headerName, claimPath, claimPaths, secureUrl } from "./common.ts";
@@ -118,9 +119,19 @@ const introspectionAuthenticator = z.strictObject({
   negativeCacheTtl: duration.prefault("5s"),
   timeout: duration.prefault("5s"),
   principal: principalMapping,
-});
+})
+  .superRefine((a, ctx) => {
+    if (a.mode === "introspection" && (!a.clientId || !a.clientSecret)) {
+      ctx.addIssue({ code: "custom", path: ["clientId"], message: "introspection needs clientId and clientSecret (RFC 7662 client authentication)" });
+    }
+  });
 
-const cidr = z.string().regex(/^[0-9a-fA-F:.]+\/\d{1,3}$/, "a CIDR such as 10.0.0.0/8 or ::1/128");
+const cidr = z.string().refine((value) => {
+  const [address, prefix, extra] = value.split("/");
+  const family = isIP(address ?? "");
+  const bits = Number(prefix);
+  return extra === undefined && family !== 0 && /^\d{1,3}$/.test(prefix ?? "") && bits <= (family === 4 ? 32 : 128);
+}, "a CIDR such as 10.0.0.0/8 or ::1/128");
 
 const trustedHeadersAuthenticator = z.strictObject({
   name,

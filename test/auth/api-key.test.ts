@@ -80,7 +80,9 @@ ${made.text.split("\n").filter((l) => l.startsWith("      ")).join("\n")}
 routes: [{ name: r, paths: [/x], upstream: llm, allow: [{ authenticated: true }] }]
 `;
   const policy = parsePolicy(yaml, "p.yaml", {});
-  const entry = policy.authenticators[0]!.keys[0]!;
+  const authenticator = policy.authenticators[0]!;
+  if (authenticator.type !== "api_key") throw new Error("expected the api_key authenticator");
+  const entry = authenticator.keys[0]!;
   t.match(entry, { id: "alice-laptop", user: "alice", team: "ml", roles: ["user", "admin"], models: ["gpt-4o*"], hash: hashApiKey(made.key) });
   t.notOk(JSON.stringify(policy).includes(made.key), "only the hash is stored");
 });

@@ -111,7 +111,7 @@ t.test("multi-tenant: the issuer template admits only allow-listed tenants whose
   const a = authenticator(`      - { issuer: "https://login.microsoftonline.com/{tenantid}/v2.0", jwksUri: "${jwksUrl}", audiences: [api://litellm], tenants: ["${T1}", "${T2}"] }`);
   for (const tid of [T1, T2]) t.match(await auth(a, await sign({ tid, oid: `o-${tid}` }, `https://login.microsoftonline.com/${tid}/v2.0`)), { id: `o-${tid}` });
   await t.rejects(auth(a, await sign({ tid: T3, oid: "o" }, `https://login.microsoftonline.com/${T3}/v2.0`)), { code: "invalid_token", detail: "tenant" });
-  await t.rejects(auth(a, await sign({ tid: T2, oid: "o" }, `https://login.microsoftonline.com/${T1}/v2.0`)), { detail: "tenant" }, "tid must match the issuer's tenant");
+  await t.rejects(auth(a, await sign({ tid: T2, oid: "o" }, `https://login.microsoftonline.com/${T1}/v2.0`)), { code: "invalid_token", detail: "tenant" }); // tid must match the issuer's tenant
   t.equal(await auth(a, await sign({ tid: T1, oid: "o" }, "https://login.microsoftonline.com/not-a-guid/v2.0")), undefined);
   t.throws(
     () => authenticator(`      - { issuer: "https://login.microsoftonline.com/{tenantid}/v2.0", jwksUri: "${jwksUrl}", audiences: [x] }`),
