@@ -51,9 +51,13 @@ export class JwksCache {
 
   /** jose key resolver: `jwtVerify(token, (h, t) => cache.getKey(h, t), …)`. */
   async getKey(header: JWSHeaderParameters, token: FlattenedJWSInput): Promise<CryptoKey> {
-    const now = this.#deps.clock.now();
+    let now = this.#deps.clock.now();
+    const age = now - this.#fetchedAt;
     if (!this.#keys) await this.#refresh("initial");
-    else if (now - this.#fetchedAt > this.#config.maxAge) void this.#refresh("expired").catch(() => {});
+    // Past the stale window (say, after a quiet night) wait for fresh keys rather than refuse a valid token.
+    else if (age > this.#config.maxAge + this.#config.staleFor) await this.#refresh("stale").catch(() => {});
+    else if (age > this.#config.maxAge) void this.#refresh("expired").catch(() => {});
+    now = this.#deps.clock.now();
     const keys = this.#usableKeys(now);
     try {
       return await keys(header, token);

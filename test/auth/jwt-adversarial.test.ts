@@ -9,7 +9,7 @@ import { createHmac, randomUUID } from "node:crypto";
 import { createServer, type Server } from "node:http";
 import { connect, type AddressInfo } from "node:net";
 import { Writable } from "node:stream";
-import { exportJWK, exportSPKI, generateKeyPair, SignJWT, type JWK } from "jose";
+import { exportJWK, exportSPKI, generateKeyPair, SignJWT, type CryptoKey, type JWK } from "jose";
 import { request } from "undici";
 import { stringify } from "yaml";
 import { JwtAuthenticator } from "../../src/auth/jwt.ts";
@@ -47,7 +47,7 @@ async function serveJwks(keys: JWK[]): Promise<JwksServer> {
 }
 
 async function makeIssuer(iss: string, tag: string) {
-  const rsa = await generateKeyPair("RS256", { extractable: true });
+  const rsa = await generateKeyPair("RS256");
   const ec = await generateKeyPair("ES256");
   const rsaJwk: JWK = { ...(await exportJWK(rsa.publicKey)), kid: `${tag}-rsa`, use: "sig" };
   const ecJwk: JWK = { ...(await exportJWK(ec.publicKey)), kid: `${tag}-ec`, use: "sig" };
@@ -335,6 +335,7 @@ routes:
     t.equal(r.status, 401, `${what}: 401`);
     t.match(r.headers["www-authenticate"], /^Bearer realm="tollgate", error="invalid_token"/, `${what}: WWW-Authenticate`);
     t.equal(JSON.parse(r.body).error.code, reason.split(":")[0], `${what}: body code`);
+    t.notOk(r.body.includes(token) || JSON.stringify(r.headers).includes(token), `${what}: the token is not echoed`);
     t.match(r.audit, { reason, authMethod: "jwt", decision: "deny", status: 401 }, `${what}: audit reason ${reason}`);
     t.equal(r.audit.principal, undefined, `${what}: no principal in the audit line`);
     expected.set(reason, (expected.get(reason) ?? 0) + 1);
