@@ -96,7 +96,7 @@ export class Gateway {
     const owned: string[] = this.#authenticators.flatMap((a) => a.ownedHeaders ?? []);
     for (const [name, config] of Object.entries(policy.upstreams)) {
       const upstream = this.#buildUpstream(name, config);
-      owned.push(...upstream.identity.headerNames);
+      owned.push(...upstream.identity.headerNames, ...(upstream.credential.ownedHeaders ?? []));
       this.#upstreams.set(name, upstream);
     }
     this.#headerPolicy = buildHeaderPolicy(owned);
@@ -115,7 +115,7 @@ export class Gateway {
         bodyTimeoutMs: config.timeouts.idle,
       }),
       tunnel: new WebSocketTunnel(config.url, config.timeouts.connect),
-      credential: createUpstreamCredential(config.credential),
+      credential: createUpstreamCredential(config.credential, { upstream: name, clock: this.#deps.clock, metrics: this.#deps.metrics, logger: this.#deps.logger }),
       identity: compileIdentityForwarding(config.identity),
     };
   }
@@ -194,24 +194,27 @@ export class Gateway {
 
     const upstream = this.#upstreams.get(route.upstream)!;
     const checksModel = route.restrictsModels || principal.models !== undefined;
+    // Azure deployments and Bedrock model ids name the model in the path; otherwise it is the JSON body's.
+    if (route.modelFromPath) exchange.model = route.modelFromPath(match.params);
+    const checksBodyModel = checksModel && !route.modelFromPath;
     const hasBody = !upgrade && requestHasBody(req);
     let body: Buffer | IncomingMessage | null = hasBody ? req : null;
     let buffered: Buffer | undefined;
     let json: Record<string, unknown> | undefined;
-    if (hasBody && (checksModel || upstream.identity.setsOpenAiUser || upstream.credential.needsBody)) {
+    if (hasBody && (checksBodyModel || upstream.identity.setsOpenAiUser || upstream.credential.needsBody)) {
       buffered = await readBody(req, route.maxBodyBytes);
       body = buffered;
-      if (checksModel || (upstream.identity.setsOpenAiUser && isJson(req))) {
+      if (checksBodyModel || (upstream.identity.setsOpenAiUser && isJson(req))) {
         const parsed = parseJsonStrict(buffered);
         if (parsed && typeof parsed === "object" && !Array.isArray(parsed)) json = parsed as Record<string, unknown>;
-        else if (checksModel) throw new TollgateError("model_required");
+        else if (checksBodyModel) throw new TollgateError("model_required");
       }
     }
-    if (json !== undefined) {
+    if (json !== undefined && !route.modelFromPath) {
       if (typeof json.model === "string") exchange.model = json.model;
-      else if (checksModel) throw new TollgateError("model_required");
+      else if (checksBodyModel) throw new TollgateError("model_required");
     }
-    const decision = decide(route, principal, rules, exchange.model);
+    const decision = decide(route, principal, rules, checksModel ? exchange.model : undefined);
     if (!decision.allowed) throw new TollgateError(decision.code === "allowed" ? "forbidden" : decision.code);
 
     const headers = forwardableRequestHeaders(req.headers, this.#headerPolicy, upgrade);

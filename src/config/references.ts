@@ -38,6 +38,11 @@ export function checkReferences(policy: Policy): ReferenceProblem[] {
         problems.push({ path: ["routes", i, "paths", j], message: (err as Error).message });
       }
     });
+    if (r.model?.from === "path") {
+      r.paths.forEach((pattern, j) => {
+        if (!pattern.includes(`{${r.model!.param}}`)) problems.push({ path: ["routes", i, "paths", j], message: `model.param "${r.model!.param}" is not a parameter of this path (write it as {${r.model!.param}})` });
+      });
+    }
     r.authenticators?.forEach((a, j) => {
       if (!authNames.has(a)) problems.push({ path: ["routes", i, "authenticators", j], message: `authenticator "${a}" is not defined` });
     });

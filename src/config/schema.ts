@@ -6,6 +6,7 @@ import { z } from "zod";
 import { duration } from "./duration.ts";
 import { name, headerName } from "./common.ts";
 import { authenticator as identityAuthenticator } from "./authenticators.ts";
+import { azureCredential } from "./azure.ts";
 
 // Ports often come from `${PORT:-8080}`, which interpolates to a string.
 const port = z
@@ -38,7 +39,32 @@ const staticCredential = z.strictObject({
 
 const noCredential = z.strictObject({ type: z.literal("none") });
 
-export const upstreamCredential = z.discriminatedUnion("type", [staticCredential, noCredential]);
+const entraCredential = z.strictObject({
+  type: z.literal("entra"),
+  credential: azureCredential.default({ type: "default" }).describe("How Tollgate gets its own Entra identity"),
+  scope: z.string().default("https://cognitiveservices.azure.com/.default"),
+  refreshBefore: duration.prefault("5m").describe("Refresh this long before the token expires"),
+  timeout: duration.prefault("10s").describe("Longest wait for the identity endpoint; requests never hang past it"),
+  fallbackApiKey: z.string().min(1).optional().describe("Sent as `api-key` while no Entra token can be had"),
+});
+
+const sigv4Credential = z.strictObject({
+  type: z.literal("sigv4"),
+  service: z.string().default("bedrock"),
+  region: z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d$/, "an AWS region such as us-east-1"),
+  profile: z.string().optional().describe("A named profile from the shared config files"),
+  assumeRole: z
+    .strictObject({
+      roleArn: z.string().regex(/^arn:aws[a-z-]*:iam::\d{12}:role\/.+$/, "an IAM role ARN"),
+      externalId: z.string().optional(),
+      sessionName: z.string().default("tollgate"),
+      duration: duration.prefault("1h"),
+    })
+    .optional(),
+  timeout: duration.prefault("10s").describe("Longest wait for credentials; requests never hang past it"),
+});
+
+export const upstreamCredential = z.discriminatedUnion("type", [staticCredential, noCredential, entraCredential, sigv4Credential]);
 
 const identityForwarding = z
   .strictObject({
@@ -120,6 +146,14 @@ const route = z.strictObject({
   authenticators: z.array(name).optional().describe("Only these authenticators apply on this route (default: all, in policy order)"),
   allow: z.array(allowRule).min(1),
   models: z.array(z.string()).min(1).optional().describe("Models this route allows (wildcards allowed)"),
+  model: z
+    .strictObject({
+      from: z.enum(["body", "path"]).default("body").describe("body: the JSON `model`; path: a path parameter (Azure deployments, Bedrock model ids)"),
+      param: z.string().optional().describe("The path parameter holding the model, e.g. deployment or modelId"),
+      aliases: z.record(z.string(), z.string()).optional().describe("Deployment (or model id) → the model name allow-lists check"),
+    })
+    .refine((m) => m.from !== "path" || m.param !== undefined, { message: "model.from: path needs model.param" })
+    .optional(),
   maxBodyBytes: z.number().int().positive().optional(),
 });
 

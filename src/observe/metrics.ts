@@ -121,6 +121,39 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly credentialRefreshes = new Counter({
+    name: "tollgate_upstream_credential_refreshes_total",
+    help: "Upstream credential fetches and refreshes (Entra tokens, AWS credentials), by upstream and result.",
+    labelNames: ["upstream", "result"] as const,
+    registers: [this.registry],
+  });
+
+  readonly credentialFallbacks = new Counter({
+    name: "tollgate_upstream_credential_fallbacks_total",
+    help: "Requests sent with the fallback API key because no Entra token was available, by upstream.",
+    labelNames: ["upstream"] as const,
+    registers: [this.registry],
+  });
+
+  readonly #credentialExpiry = new Map<string, () => number | undefined>();
+  readonly credentialExpiry = new Gauge({
+    name: "tollgate_upstream_credential_expiry_seconds",
+    help: "Seconds until the upstream credential in use expires (absent for credentials that do not expire).",
+    labelNames: ["upstream"] as const,
+    registers: [this.registry],
+    collect: () => {
+      this.credentialExpiry.reset();
+      for (const [upstream, seconds] of this.#credentialExpiry) {
+        const value = seconds();
+        if (value !== undefined) this.credentialExpiry.set({ upstream }, value);
+      }
+    },
+  });
+
+  registerCredentialExpiry(upstream: string, seconds: () => number | undefined): void {
+    this.#credentialExpiry.set(upstream, seconds);
+  }
+
   constructor(options: { defaultMetrics?: boolean } = {}) {
     // Both series exist from the start, so `increase()` sees the first failure too.
     this.configReloads.inc({ result: "success" }, 0);

@@ -62,14 +62,16 @@ export async function explain(gateway: Gateway, request: ExplainRequest): Promis
     lines.push(`          roles [${principal.roles.join(", ")}]  groups [${principal.groups.join(", ")}]  scopes [${principal.scopes.join(", ")}]${principal.team ? `  team ${principal.team}` : ""}`);
     if (principal.models) lines.push(`          this caller may only use models [${principal.models.join(", ")}]`);
   }
+  const model = request.model ?? route.modelFromPath?.(match.params);
+  if (model !== undefined && request.model === undefined) lines.push(`model     ${model} (from the path)`);
   const trace: string[] = [];
-  const decision = authorize(route, principal, request.model, trace);
+  const decision = authorize(route, principal, model, trace);
   trace.forEach((line, i) => lines.push(`${i === 0 ? "rules     " : "          "}${line}`));
   if (!decision.allowed) {
     const status = decision.code === "missing_credential" ? 401 : 403;
     return deny(decision.code, status, decision.code === "missing_credential" ? "this route needs a caller" : "see the rules above");
   }
-  if (route.restrictsModels && request.model === undefined) lines.push("note      this route checks the JSON body's `model`; pass --model to include that check");
+  if (route.restrictsModels && model === undefined) lines.push("note      this route checks the JSON body's `model`; pass --model to include that check");
   lines.push(`decision  ALLOW${decision.rule ? ` by rule #${decision.rule.index + 1}` : ""}`);
   return { allowed: true, code: "allowed", status: 200, lines };
 }

@@ -13,6 +13,8 @@ export interface Route {
   readonly restrictsModels: boolean;
   readonly isPublic: boolean;
   readonly maxBodyBytes: number;
+  /** Set when the model is a path parameter (Azure deployment, Bedrock model id): params → model name. */
+  readonly modelFromPath: ((params: Record<string, string>) => string) | undefined;
 }
 
 interface CompiledRoute {
@@ -43,6 +45,7 @@ export class RouteTable {
           restrictsModels: c.models !== undefined || rules.some((r) => r.models !== undefined),
           isPublic: rules.some((r) => r.isPublic),
           maxBodyBytes: c.maxBodyBytes ?? defaultMaxBodyBytes,
+          modelFromPath: c.model?.from === "path" ? compileModelFromPath(c.model.param!, c.model.aliases) : undefined,
         }),
         anyMethod: c.methods.includes("*"),
         methods: new Set(c.methods),
@@ -65,4 +68,19 @@ export class RouteTable {
     }
     return undefined;
   }
+}
+
+function compileModelFromPath(param: string, aliases: Record<string, string> | undefined): (params: Record<string, string>) => string {
+  const byName = new Map(Object.entries(aliases ?? {}));
+  return (params) => {
+    // Path parameters keep their percent-encoding (a Bedrock id's `:` arrives as %3A); names are compared decoded.
+    const raw = params[param] ?? "";
+    let decoded: string;
+    try {
+      decoded = decodeURIComponent(raw);
+    } catch {
+      decoded = raw;
+    }
+    return byName.get(decoded) ?? decoded;
+  };
 }

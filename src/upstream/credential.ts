@@ -1,6 +1,8 @@
 /** The request Tollgate is about to send upstream; credentials add headers or a signature to it. */
 import type { UpstreamCredentialConfig } from "../config/schema.ts";
 import { StaticCredential } from "./static.ts";
+import { EntraCredential, type CredentialDeps } from "./entra.ts";
+import { SigV4Credential } from "./sigv4.ts";
 
 export interface OutgoingRequest {
   readonly method: string;
@@ -27,6 +29,8 @@ export interface UpstreamCredential {
   readonly type: string;
   /** Signers that hash the body set this, so the gateway buffers it (bounded) before `apply`. */
   readonly needsBody: boolean;
+  /** Inbound headers of this credential's kind that must never reach the upstream next to ours. */
+  readonly ownedHeaders?: readonly string[];
   apply(outgoing: OutgoingRequest): void | Promise<void>;
   status(): CredentialStatus;
   close?(): void | Promise<void>;
@@ -34,11 +38,15 @@ export interface UpstreamCredential {
 
 const none: UpstreamCredential = { type: "none", needsBody: false, apply() {}, status: () => ({ ready: true }) };
 
-export function createUpstreamCredential(config: UpstreamCredentialConfig): UpstreamCredential {
+export function createUpstreamCredential(config: UpstreamCredentialConfig, deps: CredentialDeps): UpstreamCredential {
   switch (config.type) {
     case "static":
       return new StaticCredential(config.header, config.value);
     case "none":
       return none;
+    case "entra":
+      return new EntraCredential(config, deps);
+    case "sigv4":
+      return new SigV4Credential(config, deps);
   }
 }
