@@ -7,6 +7,7 @@ import { duration } from "./duration.ts";
 import { name, headerName } from "./common.ts";
 import { authenticator as identityAuthenticator } from "./authenticators.ts";
 import { azureCredential } from "./azure.ts";
+import { limits, pricing } from "./limits.ts";
 
 // Ports often come from `${PORT:-8080}`, which interpolates to a string.
 const port = z
@@ -164,6 +165,8 @@ export const policySchema = z.strictObject({
   upstreams: z.record(name, upstream).refine((u) => Object.keys(u).length > 0, "at least one upstream is required"),
   authenticators: z.array(authenticator).default([]),
   routes: z.array(route).min(1),
+  limits,
+  pricing,
 });
 
 export type PolicyInput = z.input<typeof policySchema>;

@@ -154,7 +154,62 @@ export class Metrics {
     this.#credentialExpiry.set(upstream, seconds);
   }
 
+  readonly limitRejections = new Counter({
+    name: "tollgate_limit_rejections_total",
+    help: "Requests refused by a limit, by limit name (from the policy) and kind.",
+    labelNames: ["limit", "kind"] as const,
+    registers: [this.registry],
+  });
+
+  readonly limitsDegraded = new Gauge({
+    name: "tollgate_limits_degraded",
+    help: "1 while the shared limits store is unreachable and limits follow their failure modes.",
+    registers: [this.registry],
+  });
+
+  readonly storeFallbacks = new Counter({
+    name: "tollgate_limits_store_fallbacks_total",
+    help: "Limit checks made without the shared store, by limit and failure mode (deny, allow, local).",
+    labelNames: ["limit", "mode"] as const,
+    registers: [this.registry],
+  });
+
+  readonly settleFailures = new Counter({
+    name: "tollgate_limits_settle_failures_total",
+    help: "Settlements that could not reach the store (their reservations expire by themselves), by kind.",
+    labelNames: ["kind"] as const,
+    registers: [this.registry],
+  });
+
+  readonly budgetThresholds = new Counter({
+    name: "tollgate_budget_threshold_crossings_total",
+    help: "Soft budget thresholds crossed, by limit and threshold.",
+    labelNames: ["limit", "threshold"] as const,
+    registers: [this.registry],
+  });
+
+  readonly tokens = new Counter({
+    name: "tollgate_tokens_total",
+    help: "Tokens metered, by model (priced models by name, others as `other`), type and source (provider or estimated).",
+    labelNames: ["model", "type", "source"] as const,
+    registers: [this.registry],
+  });
+
+  readonly spend = new Counter({
+    name: "tollgate_spend_usd_total",
+    help: "Spend in USD at the price table, by model (priced models by name, others as `other`).",
+    labelNames: ["model"] as const,
+    registers: [this.registry],
+  });
+
+  readonly unpricedRequests = new Counter({
+    name: "tollgate_unpriced_requests_total",
+    help: "Budgeted requests for a model without a price (priced at zero or denied, as the policy says).",
+    registers: [this.registry],
+  });
+
   constructor(options: { defaultMetrics?: boolean } = {}) {
+    this.limitsDegraded.set(0);
     // Both series exist from the start, so `increase()` sees the first failure too.
     this.configReloads.inc({ result: "success" }, 0);
     this.configReloads.inc({ result: "failure" }, 0);

@@ -1,0 +1,53 @@
+/**
+ * Which instances of a limit a request counts against: one per combination of the limit's dimensions
+ * (`by: [user, model]` → one counter per user and model). Store keys carry a hash of the values, never the
+ * values themselves (no emails in Redis keys) and never a character that could break a Cluster hash tag.
+ */
+import { createHash } from "node:crypto";
+import type { Dimension } from "../config/limits.ts";
+import type { Principal } from "../auth/principal.ts";
+
+export interface ScopeInput {
+  principal: Principal;
+  route: string;
+  model: string | undefined;
+}
+
+/** The values of one dimension for this request; empty = the limit does not apply to this caller. */
+export function dimensionValues(dimension: Dimension, input: ScopeInput): readonly string[] {
+  const p = input.principal;
+  switch (dimension) {
+    case "key":
+      return p.kind === "key" ? [p.id] : [];
+    case "user": {
+      const user = p.user ?? (p.kind === "anonymous" ? undefined : p.id);
+      return user ? [user] : [];
+    }
+    case "team":
+      return p.team ? [p.team] : [];
+    case "group":
+      return p.groups;
+    case "model":
+      return input.model ? [input.model] : [];
+    case "route":
+      return [input.route];
+    case "global":
+      return ["*"];
+  }
+}
+
+/** Every combination of the dimensions' values, as `dim=value` lists (the cartesian product). */
+export function scopeInstances(by: readonly Dimension[], input: ScopeInput): string[][] {
+  let combos: string[][] = [[]];
+  for (const dimension of by) {
+    const values = dimensionValues(dimension, input);
+    if (values.length === 0) return [];
+    combos = combos.flatMap((c) => values.map((v) => [...c, `${dimension}=${v}`]));
+  }
+  return combos;
+}
+
+export function scopeKey(limitName: string, instance: readonly string[]): string {
+  const digest = createHash("sha256").update(instance.join("\u0000")).digest("base64url").slice(0, 22);
+  return `${limitName}:${digest}`;
+}

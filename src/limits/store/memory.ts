@@ -1,0 +1,138 @@
+/** The in-memory Store: the embedded default, the `local` fallback, and the reference for the contract tests. */
+import type { BudgetState, LeaseState, Store, WindowState } from "./types.ts";
+
+interface Window {
+  start: number;
+  count: number;
+  expiresAt: number;
+}
+
+interface Budget {
+  spent: number;
+  reserved: number;
+  reservations: Map<string, { amount: number; expiresAt: number }>;
+  expireAt: number | undefined;
+}
+
+export class MemoryStore implements Store {
+  readonly kind = "memory";
+  readonly #windows = new Map<string, Window>();
+  readonly #leases = new Map<string, Map<string, number>>();
+  readonly #budgets = new Map<string, Budget>();
+  #sweepAt = 0;
+
+  async windowTake(key: string, windowMs: number, limit: number, cost: number, now: number): Promise<WindowState> {
+    this.#sweep(now);
+    const start = Math.floor(now / windowMs) * windowMs;
+    const current = this.#windowCount(`${key}:${start}`, now);
+    const previous = this.#windowCount(`${key}:${start - windowMs}`, now);
+    const weighted = previous * (1 - (now - start) / windowMs) + current;
+    if (cost > 0 && weighted + cost > limit) return { allowed: false, previous, current, windowStart: start };
+    if (cost > 0) this.#windowAdd(`${key}:${start}`, start, cost, start + 2 * windowMs);
+    return { allowed: true, previous, current: current + cost, windowStart: start };
+  }
+
+  async windowAdjust(key: string, windowMs: number, windowStart: number, delta: number): Promise<void> {
+    const w = this.#windows.get(`${key}:${windowStart}`);
+    if (w) w.count = Math.max(0, w.count + delta);
+    else if (delta > 0) this.#windowAdd(`${key}:${windowStart}`, windowStart, delta, windowStart + 2 * windowMs);
+  }
+
+  async leaseAcquire(key: string, limit: number, id: string, ttlMs: number, now: number): Promise<LeaseState> {
+    const leases = this.#liveLeases(key, now);
+    if (leases.size >= limit) return { allowed: false, inFlight: leases.size };
+    leases.set(id, now + ttlMs);
+    this.#leases.set(key, leases);
+    return { allowed: true, inFlight: leases.size };
+  }
+
+  async leaseRelease(key: string, id: string): Promise<void> {
+    this.#leases.get(key)?.delete(id);
+  }
+
+  async leaseCount(key: string, now: number): Promise<number> {
+    return this.#liveLeases(key, now).size;
+  }
+
+  async budgetReserve(key: string, limit: number, amount: number, id: string, ttlMs: number, now: number, expireAt: number | undefined): Promise<BudgetState> {
+    const b = this.#budget(key, now, expireAt);
+    if (b.spent + b.reserved + amount > limit) return { allowed: false, spent: b.spent, reserved: b.reserved };
+    b.reserved += amount;
+    b.reservations.set(id, { amount, expiresAt: now + ttlMs });
+    return { allowed: true, spent: b.spent, reserved: b.reserved };
+  }
+
+  async budgetSettle(key: string, id: string, actual: number, now: number, expireAt: number | undefined): Promise<BudgetState> {
+    const b = this.#budget(key, now, expireAt);
+    const r = b.reservations.get(id);
+    if (r) {
+      b.reserved -= r.amount;
+      b.reservations.delete(id);
+    }
+    b.spent += actual;
+    return { allowed: true, spent: b.spent, reserved: b.reserved };
+  }
+
+  async budgetRead(key: string, now: number): Promise<BudgetState> {
+    const b = this.#budgets.get(key);
+    if (!b || (b.expireAt !== undefined && b.expireAt <= now)) return { allowed: true, spent: 0, reserved: 0 };
+    this.#expireReservations(b, now);
+    return { allowed: true, spent: b.spent, reserved: b.reserved };
+  }
+
+  healthy(): boolean {
+    return true;
+  }
+
+  async ping(): Promise<void> {}
+
+  async close(): Promise<void> {
+    this.#windows.clear();
+    this.#leases.clear();
+    this.#budgets.clear();
+  }
+
+  #windowCount(key: string, now: number): number {
+    const w = this.#windows.get(key);
+    return w && w.expiresAt > now ? w.count : 0;
+  }
+
+  #windowAdd(key: string, start: number, cost: number, expiresAt: number): void {
+    const w = this.#windows.get(key);
+    if (w) w.count += cost;
+    else this.#windows.set(key, { start, count: cost, expiresAt });
+  }
+
+  #liveLeases(key: string, now: number): Map<string, number> {
+    const leases = this.#leases.get(key) ?? new Map<string, number>();
+    for (const [id, expiresAt] of leases) if (expiresAt <= now) leases.delete(id);
+    return leases;
+  }
+
+  #budget(key: string, now: number, expireAt: number | undefined): Budget {
+    let b = this.#budgets.get(key);
+    if (!b || (b.expireAt !== undefined && b.expireAt <= now)) {
+      b = { spent: 0, reserved: 0, reservations: new Map(), expireAt };
+      this.#budgets.set(key, b);
+    }
+    this.#expireReservations(b, now);
+    return b;
+  }
+
+  #expireReservations(b: Budget, now: number): void {
+    for (const [id, r] of b.reservations) {
+      if (r.expiresAt <= now) {
+        b.reserved -= r.amount;
+        b.reservations.delete(id);
+      }
+    }
+  }
+
+  /** Drops expired windows now and then, so memory stays bounded by what is live. */
+  #sweep(now: number): void {
+    if (now < this.#sweepAt) return;
+    this.#sweepAt = now + 10_000;
+    for (const [key, w] of this.#windows) if (w.expiresAt <= now) this.#windows.delete(key);
+    for (const [key, leases] of this.#leases) if (this.#liveLeases(key, now).size === 0) this.#leases.delete(key);
+  }
+}

@@ -1,0 +1,131 @@
+/**
+ * The Redis Store (ioredis): standalone, Sentinel or Cluster. Atomic Lua scripts via defineCommand (they
+ * survive SCRIPT FLUSH and pipeline); a command timeout and no offline queue, so a dead Redis is noticed in
+ * `commandTimeout`, not after a minute, and the limits engine can apply each limit's failure mode.
+ */
+import { Redis, Cluster, type RedisOptions } from "ioredis";
+import type { RedisStoreConfig } from "../../config/limits.ts";
+import { StoreUnavailableError, type BudgetState, type LeaseState, type Store, type WindowState } from "./types.ts";
+import { BUDGET_READ, BUDGET_RESERVE, BUDGET_SETTLE, LEASE_ACQUIRE, LEASE_COUNT, WINDOW_ADJUST, WINDOW_TAKE } from "./scripts.ts";
+
+type Client = Redis | Cluster;
+type Reply = (number | string)[];
+
+interface Scripted {
+  tgWindowTake(k1: string, k2: string, ...args: (string | number)[]): Promise<Reply>;
+  tgWindowAdjust(k1: string, ...args: (string | number)[]): Promise<number>;
+  tgLeaseAcquire(k1: string, ...args: (string | number)[]): Promise<Reply>;
+  tgLeaseCount(k1: string, ...args: (string | number)[]): Promise<number>;
+  tgBudgetReserve(k1: string, k2: string, k3: string, ...args: (string | number)[]): Promise<Reply>;
+  tgBudgetSettle(k1: string, k2: string, k3: string, ...args: (string | number)[]): Promise<Reply>;
+  tgBudgetRead(k1: string, k2: string, k3: string, ...args: (string | number)[]): Promise<Reply>;
+}
+
+export function createRedisClient(config: RedisStoreConfig): Client {
+  const options: RedisOptions = {
+    keyPrefix: config.keyPrefix,
+    commandTimeout: config.commandTimeout,
+    connectTimeout: Math.max(1000, config.commandTimeout * 4),
+    maxRetriesPerRequest: 1,
+    enableOfflineQueue: false,
+    retryStrategy: (times) => Math.min(times * 200, 2000),
+    ...(config.password ? { password: config.password } : {}),
+    ...(config.tls ? { tls: {} } : {}),
+  };
+  switch (config.mode) {
+    case "cluster":
+      return new Cluster(config.nodes!, { redisOptions: options, enableOfflineQueue: false, keyPrefix: config.keyPrefix, clusterRetryStrategy: (times) => Math.min(times * 200, 2000) });
+    case "sentinel":
+      return new Redis({ ...options, sentinels: config.sentinels!, name: config.masterName! });
+    default:
+      return new Redis(config.url!, options);
+  }
+}
+
+export class RedisStore implements Store {
+  readonly kind = "redis";
+  readonly #client: Client;
+  readonly #s: Scripted;
+
+  constructor(client: Client) {
+    this.#client = client;
+    client.defineCommand("tgWindowTake", { numberOfKeys: 2, lua: WINDOW_TAKE });
+    client.defineCommand("tgWindowAdjust", { numberOfKeys: 1, lua: WINDOW_ADJUST });
+    client.defineCommand("tgLeaseAcquire", { numberOfKeys: 1, lua: LEASE_ACQUIRE });
+    client.defineCommand("tgLeaseCount", { numberOfKeys: 1, lua: LEASE_COUNT });
+    client.defineCommand("tgBudgetReserve", { numberOfKeys: 3, lua: BUDGET_RESERVE });
+    client.defineCommand("tgBudgetSettle", { numberOfKeys: 3, lua: BUDGET_SETTLE });
+    client.defineCommand("tgBudgetRead", { numberOfKeys: 3, lua: BUDGET_READ });
+    // Errors surface on commands; an unhandled 'error' event would crash the process.
+    client.on("error", () => {});
+    this.#s = client as unknown as Scripted;
+  }
+
+  get client(): Client {
+    return this.#client;
+  }
+
+  async windowTake(key: string, windowMs: number, limit: number, cost: number, now: number): Promise<WindowState> {
+    const start = Math.floor(now / windowMs) * windowMs;
+    const [allowed, previous, current] = await this.#run(() => this.#s.tgWindowTake(`{${key}}:${start}`, `{${key}}:${start - windowMs}`, windowMs, limit, cost, now, start));
+    return { allowed: Number(allowed) === 1, previous: Number(previous), current: Number(current), windowStart: start };
+  }
+
+  async windowAdjust(key: string, windowMs: number, windowStart: number, delta: number): Promise<void> {
+    if (delta === 0) return;
+    await this.#run(() => this.#s.tgWindowAdjust(`{${key}}:${windowStart}`, delta, windowMs * 2));
+  }
+
+  async leaseAcquire(key: string, limit: number, id: string, ttlMs: number, now: number): Promise<LeaseState> {
+    const [allowed, inFlight] = await this.#run(() => this.#s.tgLeaseAcquire(`{${key}}:leases`, limit, id, now + ttlMs, now, ttlMs));
+    return { allowed: Number(allowed) === 1, inFlight: Number(inFlight) };
+  }
+
+  async leaseRelease(key: string, id: string): Promise<void> {
+    await this.#run(() => this.#client.zrem(`{${key}}:leases`, id));
+  }
+
+  async leaseCount(key: string, now: number): Promise<number> {
+    return Number(await this.#run(() => this.#s.tgLeaseCount(`{${key}}:leases`, now)));
+  }
+
+  async budgetReserve(key: string, limit: number, amount: number, id: string, ttlMs: number, now: number, expireAt: number | undefined): Promise<BudgetState> {
+    return budgetState(await this.#run(() => this.#s.tgBudgetReserve(...budgetKeys(key), limit, amount, id, now + ttlMs, now, expireAt ?? 0)));
+  }
+
+  async budgetSettle(key: string, id: string, actual: number, now: number, expireAt: number | undefined): Promise<BudgetState> {
+    return budgetState(await this.#run(() => this.#s.tgBudgetSettle(...budgetKeys(key), id, actual, now, expireAt ?? 0)));
+  }
+
+  async budgetRead(key: string, now: number): Promise<BudgetState> {
+    return budgetState(await this.#run(() => this.#s.tgBudgetRead(...budgetKeys(key), now)));
+  }
+
+  healthy(): boolean {
+    return this.#client.status === "ready";
+  }
+
+  async ping(): Promise<void> {
+    await this.#run(() => (this.#client as Redis).ping());
+  }
+
+  async close(): Promise<void> {
+    this.#client.disconnect();
+  }
+
+  async #run<T>(command: () => Promise<T>): Promise<T> {
+    try {
+      return await command();
+    } catch (err) {
+      throw new StoreUnavailableError(`Redis: ${(err as Error).message}`);
+    }
+  }
+}
+
+function budgetKeys(key: string): [string, string, string] {
+  return [`{${key}}:budget`, `{${key}}:reservations`, `{${key}}:amounts`];
+}
+
+function budgetState([allowed, spent, reserved]: Reply): BudgetState {
+  return { allowed: Number(allowed) === 1, spent: Number(spent), reserved: Number(reserved) };
+}

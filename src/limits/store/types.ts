@@ -1,0 +1,58 @@
+/**
+ * The Store contract: atomic counters and reservations shared by every replica. The in-memory and the Redis
+ * implementations pass the same contract tests. Times are epoch ms passed in by the caller (one clock).
+ * Keys are opaque strings chosen by the limits engine; each operation touches one key group only, so on a
+ * Redis Cluster every atomic script runs on one slot.
+ */
+export interface WindowState {
+  allowed: boolean;
+  /** Count in the previous and current fixed windows (the sliding estimate weighs `previous`). */
+  previous: number;
+  current: number;
+  /** Start of the current window (epoch ms): identifies the bucket to reconcile later. */
+  windowStart: number;
+}
+
+export interface LeaseState {
+  allowed: boolean;
+  inFlight: number;
+}
+
+export interface BudgetState {
+  allowed: boolean;
+  /** Micro-dollars settled in this period. */
+  spent: number;
+  /** Micro-dollars reserved by requests in flight. */
+  reserved: number;
+}
+
+export interface Store {
+  readonly kind: "memory" | "redis";
+  /**
+   * Sliding-window counter: admits `cost` when previous·(1 − elapsed/window) + current + cost ≤ limit and adds
+   * it to the current window; otherwise changes nothing. `cost` 0 only reads.
+   */
+  windowTake(key: string, windowMs: number, limit: number, cost: number, now: number): Promise<WindowState>;
+  /** Reconciles a reservation made in the window starting at `windowStart` by `delta` (never below zero). */
+  windowAdjust(key: string, windowMs: number, windowStart: number, delta: number): Promise<void>;
+  /** A concurrency lease that expires by itself at now + ttl (so a crashed replica's leases free up). */
+  leaseAcquire(key: string, limit: number, id: string, ttlMs: number, now: number): Promise<LeaseState>;
+  leaseRelease(key: string, id: string): Promise<void>;
+  leaseCount(key: string, now: number): Promise<number>;
+  /**
+   * Reserves `amount` against `limit` when spent + reserved + amount ≤ limit. Reservations expire at now + ttl
+   * (a crash never leaks budget for long); the whole key group expires at `expireAt` (period end), if given.
+   */
+  budgetReserve(key: string, limit: number, amount: number, id: string, ttlMs: number, now: number, expireAt: number | undefined): Promise<BudgetState>;
+  /** Replaces the reservation `id` (if still there) by the real `actual` spend; returns the new state. */
+  budgetSettle(key: string, id: string, actual: number, now: number, expireAt: number | undefined): Promise<BudgetState>;
+  budgetRead(key: string, now: number): Promise<BudgetState>;
+  /** True while the store answers; the engine switches to each limit's failure mode otherwise. */
+  healthy(): boolean;
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export class StoreUnavailableError extends Error {
+  override name = "StoreUnavailableError";
+}
