@@ -13,7 +13,7 @@ import type { DeprecationConfig } from "./config/authenticators.ts";
 import type { Clock } from "./clock.ts";
 import { normalizeTarget } from "./proxy/normalize.ts";
 import { buildHeaderPolicy, checkRawHeaders, forwardableRequestHeaders, type HeaderPolicy } from "./proxy/headers.ts";
-import { readBody, parseJsonStrict } from "./proxy/body.ts";
+import { readBody, parseJsonStrict, parseJsonLenient } from "./proxy/body.ts";
 import { Forwarder, type ForwardResult } from "./proxy/forward.ts";
 import { WebSocketTunnel } from "./proxy/websocket.ts";
 import { TollgateError, sendError, sendErrorOnSocket, toTollgateError } from "./proxy/errors.ts";
@@ -27,12 +27,21 @@ import { callerRules, decide } from "./policy/authorize.ts";
 import { createUpstreamCredential, type UpstreamCredential, type CredentialStatus } from "./upstream/credential.ts";
 import { compileIdentityForwarding, type IdentityForwarding } from "./upstream/identity.ts";
 import type { Metrics } from "./observe/metrics.ts";
+import { LimitsEngine, type Admission } from "./limits/engine.ts";
+import { StoreRegistry } from "./limits/stores.ts";
+import { compilePriceBook, type PriceBook } from "./metering/pricing.ts";
+import { MeteringObserver } from "./metering/observer.ts";
+import { estimateUsage } from "./metering/estimate.ts";
+import { estimateRequest, requestStreamUsage, clampMaxTokens, NO_USAGE } from "./metering/request.ts";
+import type { Usage } from "./metering/usage.ts";
 import { AuditLog, type AuditRecord } from "./observe/audit.ts";
 
 export interface GatewayDeps {
   metrics: Metrics;
   logger: Logger;
   clock: Clock;
+  /** Shared across reloads so counters and connections survive them; a gateway alone gets its own. */
+  stores?: StoreRegistry;
 }
 
 interface Upstream {
@@ -56,7 +65,14 @@ class Exchange {
   forwarded: ForwardResult | undefined;
   authMethod = "none";
   /** Extra headers for the client's response, whatever its outcome. */
-  responseHeaders: Readonly<Record<string, string>> | undefined;
+  responseHeaders: Record<string, string> | undefined;
+  /** Metering: whether this request is metered, its prompt estimate, and what admission reserved. */
+  meters = false;
+  stripUsageChunk = false;
+  promptTokens = 0;
+  admission: Admission | undefined;
+  usage: Usage | undefined;
+  costMicros: number | undefined;
   readonly req: IncomingMessage;
   readonly started: number;
   /** Captured at arrival: `req.socket` is detached once a keep-alive response finishes. */
@@ -79,6 +95,10 @@ export class Gateway {
   readonly #audit: AuditLog;
   readonly #requestIdHeader: string;
   readonly #trustRequestId: boolean;
+  readonly #engine: LimitsEngine;
+  readonly #prices: PriceBook;
+  readonly #releaseStore: () => Promise<void>;
+  readonly #meterAll: boolean;
   /** Deprecation/Sunset/Link response headers per deprecated authenticator (migration mode). */
   readonly #deprecations = new Map<string, Readonly<Record<string, string>>>();
 
@@ -103,6 +123,22 @@ export class Gateway {
     this.#audit = new AuditLog(deps.logger, policy.audit.enabled);
     this.#requestIdHeader = policy.server.requestIdHeader;
     this.#trustRequestId = policy.server.trustRequestId;
+    const held = (deps.stores ?? new StoreRegistry()).acquire(policy.limits.store);
+    this.#releaseStore = held.release;
+    this.#prices = compilePriceBook(policy.pricing.models);
+    this.#meterAll = policy.limits.meter === "all";
+    this.#engine = new LimitsEngine(policy.limits, {
+      store: held.store,
+      price: (model, usage) => (model === undefined ? { micros: 0, priced: false } : this.#prices.cost(model, { ...NO_USAGE, ...usage })),
+      unknownModel: policy.pricing.unknownModel,
+      clock: deps.clock,
+      metrics: deps.metrics,
+      logger: deps.logger,
+    });
+  }
+
+  get limits(): LimitsEngine {
+    return this.#engine;
   }
 
   #buildUpstream(name: string, config: UpstreamConfig): Upstream {
@@ -137,8 +173,10 @@ export class Gateway {
     exchange.requestId = this.#requestId(req);
     try {
       const { upstream, headers, path, body } = await this.#admit(exchange, false);
-      const result = await upstream.forwarder.forward({ method: req.method!, path, headers, body, responseHeaders: exchange.responseHeaders }, res, undefined, [this.#requestIdHeader, exchange.requestId]);
+      const observer = exchange.meters ? new MeteringObserver(exchange.stripUsageChunk, { charsPerToken: this.policy.limits.charsPerToken }) : undefined;
+      const result = await upstream.forwarder.forward({ method: req.method!, path, headers, body, responseHeaders: exchange.responseHeaders }, res, observer, [this.#requestIdHeader, exchange.requestId]);
       exchange.forwarded = result;
+      if (observer) await this.#meter(exchange, observer, result);
       exchange.status = result.status;
       if (result.outcome !== "complete") {
         exchange.reason = result.outcome;
@@ -146,10 +184,42 @@ export class Gateway {
       }
       if (result.ttfbMs !== undefined) this.#deps.metrics.upstreamTtfb.observe({ upstream: upstream.name }, result.ttfbMs / 1000);
     } catch (err) {
+      // Admitted but never sent (e.g. no upstream credential): give back what admission reserved.
+      await exchange.admission?.settle(NO_USAGE, "upstream_error").catch(() => {});
       this.#refuse(exchange, err, res);
     } finally {
       this.#settle(exchange);
     }
+  }
+
+  /**
+   * meter → settle: the provider's usage when the response carried it, else an estimate (marked so); an
+   * upstream that answered nothing or an error is charged nothing; a client that left is charged what it got.
+   */
+  async #meter(exchange: Exchange, observer: MeteringObserver, result: ForwardResult): Promise<void> {
+    const { usage, outputChars, responded } = observer.result();
+    let final: Usage;
+    if (usage) final = usage;
+    else if (!responded || observer.status >= 400) final = NO_USAGE;
+    else final = estimateUsage(exchange.promptTokens, outputChars, this.policy.limits.charsPerToken);
+    exchange.usage = final;
+    const model = exchange.model;
+    const priced = model === undefined ? undefined : this.#prices.lookup(model);
+    const label = priced?.key ?? "other";
+    const { tokens, spend } = this.#deps.metrics;
+    const source = final.source;
+    if (final.inputTokens) tokens.inc({ model: label, type: "input", source }, final.inputTokens);
+    if (final.outputTokens) tokens.inc({ model: label, type: "output", source }, final.outputTokens);
+    if (final.cachedInputTokens) tokens.inc({ model: label, type: "cached_input", source }, final.cachedInputTokens);
+    if (final.cacheWriteTokens) tokens.inc({ model: label, type: "cache_write", source }, final.cacheWriteTokens);
+    if (final.reasoningTokens) tokens.inc({ model: label, type: "reasoning", source }, final.reasoningTokens);
+    if (model !== undefined && priced) {
+      const cost = this.#prices.cost(model, final);
+      exchange.costMicros = cost.micros;
+      if (cost.micros > 0) spend.inc({ model: label }, cost.micros / 1e6);
+    }
+    const outcome = result.outcome === "upstream_error" && responded ? "client_aborted" : result.outcome;
+    await exchange.admission?.settle(final, outcome).catch((err: unknown) => this.#deps.logger.warn({ err: (err as Error).message }, "settlement failed"));
   }
 
   /** WebSocket upgrades (e.g. the OpenAI Realtime API) walk the same corridor, then are tunnelled. */
@@ -198,14 +268,17 @@ export class Gateway {
     if (route.modelFromPath) exchange.model = route.modelFromPath(match.params);
     const checksBodyModel = checksModel && !route.modelFromPath;
     const hasBody = !upgrade && requestHasBody(req);
+    exchange.meters = !upgrade && (this.#meterAll || this.#engine.meters(route.name));
     let body: Buffer | IncomingMessage | null = hasBody ? req : null;
     let buffered: Buffer | undefined;
     let json: Record<string, unknown> | undefined;
-    if (hasBody && (checksBodyModel || upstream.identity.setsOpenAiUser || upstream.credential.needsBody)) {
+    if (hasBody && (checksBodyModel || upstream.identity.setsOpenAiUser || upstream.credential.needsBody || exchange.meters)) {
       buffered = await readBody(req, route.maxBodyBytes);
       body = buffered;
-      if (checksBodyModel || (upstream.identity.setsOpenAiUser && isJson(req))) {
-        const parsed = parseJsonStrict(buffered);
+      const strict = checksBodyModel || (upstream.identity.setsOpenAiUser && isJson(req));
+      if (strict || (exchange.meters && isJson(req))) {
+        // Only a check or a rewrite makes bad JSON our problem; metering alone estimates from the length.
+        const parsed = strict ? parseJsonStrict(buffered) : parseJsonLenient(buffered);
         if (parsed && typeof parsed === "object" && !Array.isArray(parsed)) json = parsed as Record<string, unknown>;
         else if (checksBodyModel) throw new TollgateError("model_required");
       }
@@ -217,13 +290,39 @@ export class Gateway {
     const decision = decide(route, principal, rules, checksModel ? exchange.model : undefined);
     if (!decision.allowed) throw new TollgateError(decision.code === "allowed" ? "forbidden" : decision.code);
 
+    let rewrite = false;
+    if (exchange.meters) {
+      const limits = this.policy.limits;
+      const estimate = estimateRequest(json, buffered?.length ?? 0, limits.charsPerToken, limits.defaultMaxTokens);
+      exchange.promptTokens = estimate.promptTokens;
+      const admission = await this.#engine.admit({ principal, route: route.name, model: exchange.model, inputTokens: estimate.promptTokens, maxOutputTokens: estimate.maxOutputTokens });
+      if (admission) {
+        exchange.admission = admission;
+        exchange.responseHeaders = { ...exchange.responseHeaders, ...admission.headers };
+        if (admission.clampMaxTokens !== undefined && json !== undefined) {
+          clampMaxTokens(json, admission.clampMaxTokens);
+          rewrite = true;
+        }
+      }
+      if (json !== undefined && requestStreamUsage(json, target.path)) {
+        exchange.stripUsageChunk = true;
+        rewrite = true;
+      }
+    }
+
     const headers = forwardableRequestHeaders(req.headers, this.#headerPolicy, upgrade);
     headers[this.#requestIdHeader] = exchange.requestId;
     appendForwarded(headers, req, exchange.remoteAddress);
+    // A compressed response cannot be metered as it passes; ask for plain bytes on metered requests.
+    if (exchange.meters) headers["accept-encoding"] = "identity";
     upstream.identity.applyHeaders(principal, headers);
     if (json !== undefined && upstream.identity.setsOpenAiUser && principal.kind !== "anonymous") {
-      // The only body rewrite: LiteLLM attributes spend to the OpenAI `user` field.
+      // LiteLLM attributes spend to the OpenAI `user` field.
       json.user = upstream.identity.openAiUser(principal);
+      rewrite = true;
+    }
+    if (rewrite) {
+      // The body is re-serialized only when Tollgate changed it; otherwise the client's bytes go as they came.
       buffered = Buffer.from(JSON.stringify(json));
       body = buffered;
     }
@@ -293,6 +392,14 @@ export class Gateway {
       outcome: exchange.forwarded?.outcome,
       durationMs: Math.round(seconds * 1e6) / 1e3,
       upstreamTtfbMs: exchange.forwarded?.ttfbMs === undefined ? undefined : Math.round(exchange.forwarded.ttfbMs * 1e3) / 1e3,
+      usage: exchange.usage && {
+        input: exchange.usage.inputTokens,
+        output: exchange.usage.outputTokens,
+        cachedInput: exchange.usage.cachedInputTokens,
+        reasoning: exchange.usage.reasoningTokens,
+        source: exchange.usage.source,
+      },
+      costUsd: exchange.costMicros === undefined ? undefined : exchange.costMicros / 1e6,
       remoteAddress: exchange.remoteAddress,
     };
     this.#audit.write(record);
@@ -301,6 +408,7 @@ export class Gateway {
   /** Retires this gateway after a reload or at shutdown: pools finish in-flight requests, then close. */
   async close(): Promise<void> {
     await Promise.allSettled([
+      this.#engine.close().then(() => this.#releaseStore()),
       ...[...this.#upstreams.values()].flatMap((u) => [u.forwarder.close(), u.credential.close?.(), u.tunnel.close()]),
       ...this.#authenticators.map((a) => a.close?.()),
     ]);

@@ -16,6 +16,7 @@ import { Metrics } from "./observe/metrics.ts";
 import { createAdminServer } from "./observe/admin.ts";
 import { TollgateError, sendError } from "./proxy/errors.ts";
 import { systemClock, type Clock } from "./clock.ts";
+import { StoreRegistry } from "./limits/stores.ts";
 
 export interface PolicySource {
   /** Human-readable origin for logs: a file path or "embedded quickstart". */
@@ -47,6 +48,7 @@ export class TollgateServer {
   #inflight = 0;
   #idle: (() => void) | undefined;
   readonly #upgraded = new Set<Socket>();
+  readonly #stores = new StoreRegistry();
 
   constructor(options: ServerOptions) {
     this.#source = options.source;
@@ -64,7 +66,7 @@ export class TollgateServer {
   }
 
   #compile(policy: Policy): Gateway {
-    return new Gateway(policy, { metrics: this.metrics, logger: this.#logger, clock: this.#clock });
+    return new Gateway(policy, { metrics: this.metrics, logger: this.#logger, clock: this.#clock, stores: this.#stores });
   }
 
   /** Starts both listeners; resolves with the bound ports (useful when the policy says port 0). */
@@ -81,6 +83,8 @@ export class TollgateServer {
     this.#admin = createAdminServer(this.metrics, {
       accepting: () => !this.#draining,
       upstreams: () => this.#gateway.upstreamStatus(),
+      limits: () => this.#gateway.limits.status(),
+      usage: (query) => this.#gateway.limits.usage(query),
     });
     this.#data.listen(listen.port, listen.host);
     this.#admin.listen(admin.port, admin.host);

@@ -70,6 +70,7 @@ export const limits = z
     charsPerToken: z.number().positive().default(4),
     clampMaxTokens: z.boolean().default(false).describe("Lower max_tokens to what the remaining budget can pay for"),
     leaseTtl: duration.prefault("15m").describe("How long a crashed replica's reservations and leases live"),
+    meter: z.enum(["all", "limited"]).default("all").describe("Meter token usage on every request (metrics) or only where a token or budget limit applies"),
     rules: z.array(limit).default([]),
   })
   .prefault({});

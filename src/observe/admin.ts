@@ -2,16 +2,21 @@
 import { createServer, type Server } from "node:http";
 import type { Metrics } from "./metrics.ts";
 import type { CredentialStatus } from "../upstream/credential.ts";
+import type { UsageQuery, UsageReport } from "../limits/engine.ts";
 
 export interface ReadinessSource {
   /** False while draining for shutdown or before the first policy loaded. */
   accepting(): boolean;
   upstreams(): Record<string, CredentialStatus>;
+  /** The limits store: a degraded store keeps Tollgate ready (limits follow their failure modes) but is shown. */
+  limits(): { store: string; healthy: boolean; degraded: boolean };
+  usage(query: UsageQuery): Promise<UsageReport[]>;
 }
 
 export function createAdminServer(metrics: Metrics, readiness: ReadinessSource): Server {
   return createServer(async (req, res) => {
-    const path = (req.url ?? "/").split("?")[0];
+    const url = new URL(req.url ?? "/", "http://admin");
+    const path = url.pathname;
     if (req.method !== "GET" && req.method !== "HEAD") {
       res.writeHead(405, { allow: "GET, HEAD" }).end();
       return;
@@ -29,7 +34,15 @@ export function createAdminServer(metrics: Metrics, readiness: ReadinessSource):
         const upstreams = readiness.upstreams();
         const accepting = readiness.accepting();
         const ready = accepting && Object.values(upstreams).every((u) => u.ready);
-        json(res, ready ? 200 : 503, { status: ready ? "ready" : accepting ? "degraded" : "draining", upstreams });
+        json(res, ready ? 200 : 503, { status: ready ? "ready" : accepting ? "degraded" : "draining", upstreams, limits: readiness.limits() });
+        return;
+      }
+      case "/usage": {
+        // One caller's standing against every limit that applies to them, e.g. /usage?user=alice&team=ml&model=gpt-4o
+        const q = url.searchParams;
+        const query: UsageQuery = { key: q.get("key") ?? undefined, user: q.get("user") ?? undefined, team: q.get("team") ?? undefined, groups: q.getAll("group"), model: q.get("model") ?? undefined, route: q.get("route") ?? undefined };
+        if (!query.key && !query.user && !query.team && query.groups!.length === 0) return json(res, 400, { error: "name a caller: key, user, team or group" });
+        json(res, 200, { query, limits: await readiness.usage(query) });
         return;
       }
       default:

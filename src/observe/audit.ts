@@ -19,6 +19,8 @@ export interface AuditRecord {
   outcome: string | undefined;
   durationMs: number;
   upstreamTtfbMs: number | undefined;
+  usage: { input: number; output: number; cachedInput: number; reasoning: number; source: string } | undefined;
+  costUsd: number | undefined;
   remoteAddress: string | undefined;
 }
 

@@ -73,3 +73,12 @@ function hasDuplicateKey(text: string): boolean {
   }, { disallowComments: true, allowTrailingComma: false });
   return duplicate;
 }
+
+/** For metering only: a body that is not valid JSON is not an error here, just not parsed. */
+export function parseJsonLenient(body: Buffer): unknown {
+  try {
+    return JSON.parse(body.toString("utf8"));
+  } catch {
+    return undefined;
+  }
+}

@@ -25,10 +25,15 @@ export interface ForwardRequest {
   readonly responseHeaders?: Readonly<Record<string, string>> | undefined;
 }
 
-/** Sees the response as it passes; must not throw or hold on to chunks it does not need. */
+/**
+ * Sees the response as it passes (metering). `transform` returns the bytes to send for each chunk — the chunk
+ * itself, except when the observer removes something Tollgate added (the usage chunk it asked for); `flush`
+ * returns what it held back when the upstream ends. It must not throw.
+ */
 export interface ResponseObserver {
   onResponseStart?(status: number, headers: Record<string, string | string[] | undefined>): void;
-  onData?(chunk: Buffer): void;
+  transform?(chunk: Buffer): Buffer;
+  flush?(): Buffer;
   onEnd?(outcome: ForwardOutcome): void;
 }
 
@@ -115,13 +120,15 @@ export class Forwarder {
             if (typeof type === "string" && type.startsWith("text/event-stream")) res.flushHeaders();
           },
           onResponseData(ctrl, chunk) {
-            observer?.onData?.(chunk);
-            if (!res.write(chunk)) {
+            const out = observer?.transform ? observer.transform(chunk) : chunk;
+            if (out.length > 0 && !res.write(out)) {
               ctrl.pause();
               res.once("drain", onDrain);
             }
           },
           onResponseEnd() {
+            const rest = observer?.flush?.();
+            if (rest && rest.length > 0) res.write(rest);
             res.end();
             finish("complete");
           },

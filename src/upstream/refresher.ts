@@ -90,7 +90,7 @@ export class Refresher<T> {
       this.#failures = 0;
       this.#lastError = undefined;
       this.#o.metrics.credentialRefreshes.inc({ upstream: this.#o.upstream, result: "success" });
-      if (next.expiresAt !== undefined) this.#schedule(next.expiresAt - this.#o.refreshBefore - this.#o.clock.now());
+      if (next.expiresAt !== undefined) this.#schedule(this.#refreshDelay(next.expiresAt));
       return next;
     } catch (err) {
       this.#failures++;
@@ -103,6 +103,16 @@ export class Refresher<T> {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /**
+   * `refreshBefore` ahead of expiry; a value that lives less than that (short-lived tokens) is refreshed at
+   * half its remaining life, never sooner than a second — no refresh loop.
+   */
+  #refreshDelay(expiresAt: number): number {
+    const remaining = expiresAt - this.#o.clock.now();
+    if (remaining > this.#o.refreshBefore) return remaining - this.#o.refreshBefore;
+    return Math.max(1000, remaining / 2);
   }
 
   #schedule(delayMs: number): void {

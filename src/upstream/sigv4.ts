@@ -38,7 +38,8 @@ export class SigV4Credential implements UpstreamCredential {
       metrics: deps.metrics,
       logger: deps.logger,
       fetch: async () => {
-        const credentials = await provider();
+        // We are the cache: ask the SDK's memoized chain for fresh credentials rather than the ones it holds.
+        const credentials = await provider({ forceRefresh: true } as Parameters<AwsCredentialIdentityProvider>[0]);
         return { value: credentials, expiresAt: credentials.expiration?.getTime() };
       },
     });
@@ -65,7 +66,12 @@ export class SigV4Credential implements UpstreamCredential {
       }
     }
     const headers: Record<string, string> = {};
-    for (const [name, value] of Object.entries(outgoing.headers)) headers[name] = Array.isArray(value) ? value.join(", ") : value;
+    for (const [name, value] of Object.entries(outgoing.headers)) {
+      // The signer trusts an existing x-amz-content-sha256 instead of hashing: only our own hash may be signed.
+      if ((AWS_AUTH_HEADERS as readonly string[]).includes(name)) continue;
+      headers[name] = Array.isArray(value) ? value.join(", ") : value;
+    }
+    for (const name of AWS_AUTH_HEADERS) delete outgoing.headers[name];
     headers.host = origin.host;
     const signed = await this.#signer.sign(
       { method: outgoing.method, protocol: origin.protocol, hostname: origin.hostname, port: origin.port ? Number(origin.port) : undefined, path, query, headers, body: outgoing.body ?? "" },
