@@ -42,6 +42,8 @@ export interface GatewayDeps {
   clock: Clock;
   /** Shared across reloads so counters and connections survive them; a gateway alone gets its own. */
   stores?: StoreRegistry;
+  /** `check` / `explain`: compile everything, contact no identity endpoint. */
+  offline?: boolean;
 }
 
 interface Upstream {
@@ -151,7 +153,7 @@ export class Gateway {
         bodyTimeoutMs: config.timeouts.idle,
       }),
       tunnel: new WebSocketTunnel(config.url, config.timeouts.connect),
-      credential: createUpstreamCredential(config.credential, { upstream: name, clock: this.#deps.clock, metrics: this.#deps.metrics, logger: this.#deps.logger }),
+      credential: createUpstreamCredential(config.credential, { upstream: name, clock: this.#deps.clock, metrics: this.#deps.metrics, logger: this.#deps.logger, offline: this.#deps.offline }),
       identity: compileIdentityForwarding(config.identity),
     };
   }
@@ -284,7 +286,7 @@ export class Gateway {
       }
     }
     if (json !== undefined && !route.modelFromPath) {
-      if (typeof json.model === "string") exchange.model = json.model;
+      if (typeof json.model === "string") exchange.model = route.modelAlias(json.model);
       else if (checksBodyModel) throw new TollgateError("model_required");
     }
     const decision = decide(route, principal, rules, checksModel ? exchange.model : undefined);

@@ -22,7 +22,7 @@ export function hasGroupOverage(claims: Readonly<Record<string, unknown>>): bool
 
 export class GraphGroupResolver {
   readonly #config: GroupOverageConfig;
-  readonly #credential: TokenCredential;
+  #credential: TokenCredential | undefined;
   readonly #metrics: Metrics;
   readonly #logger: Logger;
   readonly #cache: LRUCache<string, readonly string[]>;
@@ -30,7 +30,7 @@ export class GraphGroupResolver {
 
   constructor(config: GroupOverageConfig, deps: { metrics: Metrics; logger: Logger }, credential?: TokenCredential) {
     this.#config = config;
-    this.#credential = credential ?? createAzureCredential(config.credential);
+    this.#credential = credential;
     this.#metrics = deps.metrics;
     this.#logger = deps.logger;
     this.#cache = new LRUCache({ max: 10_000, ttl: config.cacheTtl });
@@ -54,6 +54,7 @@ export class GraphGroupResolver {
 
   async #fetch(userId: string, tenantId: string | undefined): Promise<readonly string[]> {
     try {
+      this.#credential ??= createAzureCredential(this.#config.credential);
       const token = await getTokenWithin(this.#credential, this.#config.scope, this.#config.timeout, tenantId);
       const ids: string[] = [];
       let url: string | undefined = `${this.#config.graphUrl.replace(/\/$/, "")}/v1.0/users/${encodeURIComponent(userId)}/getMemberObjects`;

@@ -17,7 +17,7 @@ export async function check(files: string[], print: (line: string) => void, stri
       const policy = loadPolicyFile(file, process.env, strict ? {} : { unresolved });
       for (const note of unresolved) print(`note: ${formatProblem(note)} (needed at runtime)`);
       // Compiling catches what the schema cannot (bad path patterns); the gateway is closed at once.
-      const gateway = new Gateway(policy, { metrics: new Metrics({ defaultMetrics: false }), logger: createLogger(undefined, "silent"), clock: systemClock });
+      const gateway = new Gateway(policy, { metrics: new Metrics({ defaultMetrics: false }), logger: createLogger(undefined, "silent"), clock: systemClock, offline: true });
       await gateway.close();
       print(`${file}: ok (${policy.routes.length} routes, ${Object.keys(policy.upstreams).length} upstreams, ${policy.authenticators.length} authenticators)`);
     } catch (err) {

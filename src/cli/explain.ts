@@ -15,7 +15,7 @@ export interface ExplainOptions extends Omit<ExplainRequest, "claims"> {
 export async function explainCommand(options: ExplainOptions, print: (line: string) => void): Promise<number> {
   const unresolved: ConfigProblem[] = [];
   const policy = loadPolicyFile(options.config, process.env, { unresolved });
-  const gateway = new Gateway(policy, { metrics: new Metrics({ defaultMetrics: false }), logger: createLogger(undefined, "silent"), clock: systemClock });
+  const gateway = new Gateway(policy, { metrics: new Metrics({ defaultMetrics: false }), logger: createLogger(undefined, "silent"), clock: systemClock, offline: true });
   try {
     const claims = options.claimsFile ? (JSON.parse(readFileSync(options.claimsFile, "utf8")) as Record<string, unknown>) : undefined;
     const result = await explain(gateway, { ...options, claims });

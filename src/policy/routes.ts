@@ -15,6 +15,8 @@ export interface Route {
   readonly maxBodyBytes: number;
   /** Set when the model is a path parameter (Azure deployment, Bedrock model id): params → model name. */
   readonly modelFromPath: ((params: Record<string, string>) => string) | undefined;
+  /** Deployment names → model names (`model.aliases`), for a body's `model` (Azure's v1 API names deployments there). */
+  readonly modelAlias: (name: string) => string;
 }
 
 interface CompiledRoute {
@@ -45,7 +47,8 @@ export class RouteTable {
           restrictsModels: c.models !== undefined || rules.some((r) => r.models !== undefined),
           isPublic: rules.some((r) => r.isPublic),
           maxBodyBytes: c.maxBodyBytes ?? defaultMaxBodyBytes,
-          modelFromPath: c.model?.from === "path" ? compileModelFromPath(c.model.param!, c.model.aliases) : undefined,
+          modelFromPath: c.model?.from === "path" ? compileModelFromPath(c.model.param!, compileAliases(c.model.aliases)) : undefined,
+          modelAlias: compileAliases(c.model?.aliases),
         }),
         anyMethod: c.methods.includes("*"),
         methods: new Set(c.methods),
@@ -70,8 +73,13 @@ export class RouteTable {
   }
 }
 
-function compileModelFromPath(param: string, aliases: Record<string, string> | undefined): (params: Record<string, string>) => string {
-  const byName = new Map(Object.entries(aliases ?? {}));
+function compileAliases(aliases: Record<string, string> | undefined): (name: string) => string {
+  if (!aliases) return (name) => name;
+  const byName = new Map(Object.entries(aliases));
+  return (name) => byName.get(name) ?? name;
+}
+
+function compileModelFromPath(param: string, alias: (name: string) => string): (params: Record<string, string>) => string {
   return (params) => {
     // Path parameters keep their percent-encoding (a Bedrock id's `:` arrives as %3A); names are compared decoded.
     const raw = params[param] ?? "";
@@ -81,6 +89,6 @@ function compileModelFromPath(param: string, aliases: Record<string, string> | u
     } catch {
       decoded = raw;
     }
-    return byName.get(decoded) ?? decoded;
+    return alias(decoded);
   };
 }

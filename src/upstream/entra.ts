@@ -20,6 +20,8 @@ export interface CredentialDeps {
   clock: Clock;
   metrics: Metrics;
   logger: Logger;
+  /** `tollgate check` / `explain`: build the credential but never contact an identity endpoint. */
+  offline?: boolean | undefined;
 }
 
 export class EntraCredential implements UpstreamCredential {
@@ -29,7 +31,7 @@ export class EntraCredential implements UpstreamCredential {
   readonly #fallbackApiKey: string | undefined;
   readonly #deps: CredentialDeps;
 
-  constructor(config: EntraConfig, deps: CredentialDeps, credential: TokenCredential = createAzureCredential(config.credential)) {
+  constructor(config: EntraConfig, deps: CredentialDeps, credential?: TokenCredential) {
     this.#deps = deps;
     this.#fallbackApiKey = config.fallbackApiKey;
     this.#tokens = new Refresher({
@@ -40,12 +42,15 @@ export class EntraCredential implements UpstreamCredential {
       metrics: deps.metrics,
       logger: deps.logger,
       fetch: async () => {
+        // Created on first use: outside its pod a workload identity cannot even be constructed, and that must
+        // be a refresh failure (503, /readyz), not a crash at load.
+        credential ??= createAzureCredential(config.credential);
         const token = await credential.getToken(config.scope);
         if (!token) throw new Error("the credential returned no token");
         return { value: token.token, expiresAt: token.expiresOnTimestamp };
       },
     });
-    this.#tokens.start();
+    if (!deps.offline) this.#tokens.start();
   }
 
   async apply(outgoing: OutgoingRequest): Promise<void> {

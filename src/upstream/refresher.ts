@@ -27,7 +27,8 @@ export interface RefresherOptions<T> {
   logger: Logger;
 }
 
-const MAX_BACKOFF_MS = 60_000;
+const MAX_BACKOFF_MS = 30_000;
+const REQUEST_RETRY_MS = 1000;
 
 export class Refresher<T> {
   readonly #o: RefresherOptions<T>;
@@ -35,6 +36,11 @@ export class Refresher<T> {
   #inflight: Promise<Expiring<T>> | undefined;
   #timer: NodeJS.Timeout | undefined;
   #failures = 0;
+  /**
+   * After a failure, requests fail fast for a second instead of each calling the endpoint: at most one
+   * request-driven attempt per second, while the background retries back off further.
+   */
+  #retryAt = 0;
   #lastError: string | undefined;
   #closed = false;
 
@@ -60,6 +66,9 @@ export class Refresher<T> {
   async get(): Promise<T> {
     const valid = this.current();
     if (valid !== undefined) return valid;
+    if (!this.#inflight && this.#o.clock.now() < this.#retryAt) {
+      throw new TollgateError("upstream_credential_unavailable", undefined, { "retry-after": String(Math.max(1, Math.ceil((this.#retryAt - this.#o.clock.now()) / 1000))) }, this.#lastError ?? "fetch_failed");
+    }
     try {
       return (await this.#refresh()).value;
     } catch {
@@ -88,6 +97,7 @@ export class Refresher<T> {
       const next = await Promise.race([this.#o.fetch(), deadline]);
       this.#current = next;
       this.#failures = 0;
+      this.#retryAt = 0;
       this.#lastError = undefined;
       this.#o.metrics.credentialRefreshes.inc({ upstream: this.#o.upstream, result: "success" });
       if (next.expiresAt !== undefined) this.#schedule(this.#refreshDelay(next.expiresAt));
@@ -98,7 +108,9 @@ export class Refresher<T> {
       this.#o.metrics.credentialRefreshes.inc({ upstream: this.#o.upstream, result: "failure" });
       this.#o.logger.warn({ upstream: this.#o.upstream, failures: this.#failures, err: (err as Error).message }, "upstream credential refresh failed");
       // Keep trying in the background: soon while a valid value remains, and so that an outage heals by itself.
-      this.#schedule(Math.min(MAX_BACKOFF_MS, 1000 * 2 ** (this.#failures - 1)));
+      const backoff = Math.min(MAX_BACKOFF_MS, 1000 * 2 ** (this.#failures - 1));
+      this.#retryAt = this.#o.clock.now() + Math.min(backoff, REQUEST_RETRY_MS);
+      this.#schedule(backoff);
       throw err;
     } finally {
       clearTimeout(timer);

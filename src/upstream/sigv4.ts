@@ -51,7 +51,7 @@ export class SigV4Credential implements UpstreamCredential {
       uriEscapePath: true,
       applyChecksum: true,
     });
-    this.#credentials.start();
+    if (!deps.offline) this.#credentials.start();
   }
 
   async apply(outgoing: OutgoingRequest): Promise<void> {
