@@ -20,11 +20,11 @@ export function msUntilFits(previous: number, current: number, elapsed: number, 
   const room = limit - current - cost;
   if (room >= 0) {
     if (previous <= 0) return 0;
-    return Math.max(0, window * (1 - room / previous) - elapsed);
+    return Math.max(0, Math.ceil(window * (1 - room / previous) - elapsed));
   }
   // The current window alone is too full: wait for it to become the previous one and decay.
   const after = current <= 0 ? 0 : Math.max(0, window * (1 - (limit - cost) / current));
-  return window - elapsed + after;
+  return Math.ceil(window - elapsed + after);
 }
 
 /** Time until the sliding window is empty again (both windows passed), for x-ratelimit-reset-*. */
