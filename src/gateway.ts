@@ -125,7 +125,8 @@ export class Gateway {
     this.#audit = new AuditLog(deps.logger, policy.audit.enabled);
     this.#requestIdHeader = policy.server.requestIdHeader;
     this.#trustRequestId = policy.server.trustRequestId;
-    const held = (deps.stores ?? new StoreRegistry()).acquire(policy.limits.store);
+    // check / explain never connect to Redis: they compile the limits against an in-memory store.
+    const held = (deps.stores ?? new StoreRegistry()).acquire(deps.offline ? { type: "memory" } : policy.limits.store);
     this.#releaseStore = held.release;
     this.#prices = compilePriceBook(policy.pricing.models);
     this.#meterAll = policy.limits.meter === "all";
