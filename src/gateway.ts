@@ -8,33 +8,33 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Duplex } from "node:stream";
 import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
-import type { Policy, UpstreamConfig } from "./config/schema.ts";
-import type { DeprecationConfig } from "./config/authenticators.ts";
+import type { Policy } from "./config/schema.ts";
 import type { Clock } from "./clock.ts";
 import { normalizeTarget } from "./proxy/normalize.ts";
 import { buildHeaderPolicy, checkRawHeaders, forwardableRequestHeaders, type HeaderPolicy } from "./proxy/headers.ts";
 import { readBody, parseJsonStrict, parseJsonLenient } from "./proxy/body.ts";
-import { Forwarder, type ForwardResult } from "./proxy/forward.ts";
-import { WebSocketTunnel } from "./proxy/websocket.ts";
+import type { ForwardResult } from "./proxy/forward.ts";
+import { requestHasBody, isJson, appendForwarded } from "./proxy/request.ts";
 import { TollgateError, sendError, sendErrorOnSocket, toTollgateError } from "./proxy/errors.ts";
 import { extractCredential } from "./auth/credential.ts";
 import { AuthChain, refusedBy } from "./auth/chain.ts";
 import { createAuthenticator } from "./auth/index.ts";
 import type { Authenticator } from "./auth/authenticator.ts";
-import type { Principal } from "./auth/principal.ts";
-import { RouteTable, type Route } from "./policy/routes.ts";
+import { deprecationHeaders } from "./auth/deprecation.ts";
+import { RouteTable } from "./policy/routes.ts";
 import { callerRules, decide } from "./policy/authorize.ts";
-import { createUpstreamCredential, type UpstreamCredential, type CredentialStatus } from "./upstream/credential.ts";
-import { compileIdentityForwarding, type IdentityForwarding } from "./upstream/identity.ts";
+import type { CredentialStatus } from "./upstream/credential.ts";
+import { buildUpstream, closeUpstream, type Upstream } from "./upstream/upstream.ts";
 import type { Metrics } from "./observe/metrics.ts";
-import { LimitsEngine, type Admission } from "./limits/engine.ts";
+import { LimitsEngine } from "./limits/engine.ts";
 import { StoreRegistry } from "./limits/stores.ts";
 import { compilePriceBook, type PriceBook } from "./metering/pricing.ts";
 import { MeteringObserver } from "./metering/observer.ts";
-import { estimateUsage } from "./metering/estimate.ts";
+import { accountUsage } from "./metering/account.ts";
 import { estimateRequest, requestStreamUsage, clampMaxTokens, NO_USAGE } from "./metering/request.ts";
-import type { Usage } from "./metering/usage.ts";
-import { AuditLog, type AuditRecord } from "./observe/audit.ts";
+import { AuditLog } from "./observe/audit.ts";
+import { settleExchange } from "./observe/settle.ts";
+import { Exchange } from "./exchange.ts";
 
 export interface GatewayDeps {
   metrics: Metrics;
@@ -46,45 +46,7 @@ export interface GatewayDeps {
   offline?: boolean;
 }
 
-interface Upstream {
-  readonly name: string;
-  readonly forwarder: Forwarder;
-  readonly tunnel: WebSocketTunnel;
-  readonly credential: UpstreamCredential;
-  readonly identity: IdentityForwarding;
-}
-
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
-
-/** What one request learned on its way down the corridor; turned into the audit line and metrics at the end. */
-class Exchange {
-  requestId = "";
-  route: Route | undefined;
-  principal: Principal | undefined;
-  model: string | undefined;
-  reason = "allowed";
-  status = 0;
-  forwarded: ForwardResult | undefined;
-  authMethod = "none";
-  /** Extra headers for the client's response, whatever its outcome. */
-  responseHeaders: Record<string, string> | undefined;
-  /** Metering: whether this request is metered, its prompt estimate, and what admission reserved. */
-  meters = false;
-  stripUsageChunk = false;
-  promptTokens = 0;
-  admission: Admission | undefined;
-  usage: Usage | undefined;
-  costMicros: number | undefined;
-  readonly req: IncomingMessage;
-  readonly started: number;
-  /** Captured at arrival: `req.socket` is detached once a keep-alive response finishes. */
-  readonly remoteAddress: string;
-  constructor(req: IncomingMessage, started: number) {
-    this.req = req;
-    this.started = started;
-    this.remoteAddress = req.socket.remoteAddress ?? "";
-  }
-}
 
 export class Gateway {
   readonly policy: Policy;
@@ -117,7 +79,7 @@ export class Gateway {
     }
     const owned: string[] = this.#authenticators.flatMap((a) => a.ownedHeaders ?? []);
     for (const [name, config] of Object.entries(policy.upstreams)) {
-      const upstream = this.#buildUpstream(name, config);
+      const upstream = buildUpstream(name, config, { clock: deps.clock, metrics: deps.metrics, logger: deps.logger, offline: deps.offline });
       owned.push(...upstream.identity.headerNames, ...(upstream.credential.ownedHeaders ?? []));
       this.#upstreams.set(name, upstream);
     }
@@ -144,21 +106,6 @@ export class Gateway {
     return this.#engine;
   }
 
-  #buildUpstream(name: string, config: UpstreamConfig): Upstream {
-    return {
-      name,
-      forwarder: new Forwarder(config.url, {
-        connections: config.connections,
-        connectTimeoutMs: config.timeouts.connect,
-        headersTimeoutMs: config.timeouts.headers,
-        bodyTimeoutMs: config.timeouts.idle,
-      }),
-      tunnel: new WebSocketTunnel(config.url, config.timeouts.connect),
-      credential: createUpstreamCredential(config.credential, { upstream: name, clock: this.#deps.clock, metrics: this.#deps.metrics, logger: this.#deps.logger, offline: this.#deps.offline }),
-      identity: compileIdentityForwarding(config.identity),
-    };
-  }
-
   /** The authenticators that apply on a route, in policy order (for `tollgate explain`). */
   authenticatorsFor(routeName: string): readonly Authenticator[] {
     return this.#chains.get(routeName)?.authenticators ?? [];
@@ -179,7 +126,7 @@ export class Gateway {
       const observer = exchange.meters ? new MeteringObserver(exchange.stripUsageChunk, { charsPerToken: this.policy.limits.charsPerToken }) : undefined;
       const result = await upstream.forwarder.forward({ method: req.method!, path, headers, body, responseHeaders: exchange.responseHeaders }, res, observer, [this.#requestIdHeader, exchange.requestId]);
       exchange.forwarded = result;
-      if (observer) await this.#meter(exchange, observer, result);
+      if (observer) await accountUsage(exchange, observer, result, { prices: this.#prices, metrics: this.#deps.metrics, logger: this.#deps.logger, charsPerToken: this.policy.limits.charsPerToken });
       exchange.status = result.status;
       if (result.outcome !== "complete") {
         exchange.reason = result.outcome;
@@ -191,38 +138,8 @@ export class Gateway {
       await exchange.admission?.settle(NO_USAGE, "upstream_error").catch(() => {});
       this.#refuse(exchange, err, res);
     } finally {
-      this.#settle(exchange);
+      settleExchange(exchange, this.#deps.metrics, this.#audit);
     }
-  }
-
-  /**
-   * meter → settle: the provider's usage when the response carried it, else an estimate (marked so); an
-   * upstream that answered nothing or an error is charged nothing; a client that left is charged what it got.
-   */
-  async #meter(exchange: Exchange, observer: MeteringObserver, result: ForwardResult): Promise<void> {
-    const { usage, outputChars, responded } = observer.result();
-    let final: Usage;
-    if (usage) final = usage;
-    else if (!responded || observer.status >= 400) final = NO_USAGE;
-    else final = estimateUsage(exchange.promptTokens, outputChars, this.policy.limits.charsPerToken);
-    exchange.usage = final;
-    const model = exchange.model;
-    const priced = model === undefined ? undefined : this.#prices.lookup(model);
-    const label = priced?.key ?? "other";
-    const { tokens, spend } = this.#deps.metrics;
-    const source = final.source;
-    if (final.inputTokens) tokens.inc({ model: label, type: "input", source }, final.inputTokens);
-    if (final.outputTokens) tokens.inc({ model: label, type: "output", source }, final.outputTokens);
-    if (final.cachedInputTokens) tokens.inc({ model: label, type: "cached_input", source }, final.cachedInputTokens);
-    if (final.cacheWriteTokens) tokens.inc({ model: label, type: "cache_write", source }, final.cacheWriteTokens);
-    if (final.reasoningTokens) tokens.inc({ model: label, type: "reasoning", source }, final.reasoningTokens);
-    if (model !== undefined && priced) {
-      const cost = this.#prices.cost(model, final);
-      exchange.costMicros = cost.micros;
-      if (cost.micros > 0) spend.inc({ model: label }, cost.micros / 1e6);
-    }
-    const outcome = result.outcome === "upstream_error" && responded ? "client_aborted" : result.outcome;
-    await exchange.admission?.settle(final, outcome).catch((err: unknown) => this.#deps.logger.warn({ err: (err as Error).message }, "settlement failed"));
   }
 
   /** WebSocket upgrades (e.g. the OpenAI Realtime API) walk the same corridor, then are tunnelled. */
@@ -239,7 +156,7 @@ export class Gateway {
       this.#record(exchange, error, err);
       sendErrorOnSocket(socket, error, [this.#requestIdHeader, exchange.requestId]);
     } finally {
-      this.#settle(exchange);
+      settleExchange(exchange, this.#deps.metrics, this.#audit);
     }
   }
 
@@ -368,87 +285,12 @@ export class Gateway {
     }
   }
 
-  #settle(exchange: Exchange): void {
-    const seconds = (performance.now() - exchange.started) / 1000;
-    const routeName = exchange.route?.name ?? "none";
-    // allow: admitted and sent upstream (whatever the upstream answered); deny: refused with a 4xx; error: ours.
-    const decision = exchange.forwarded || exchange.status === 101 ? "allow" : exchange.status < 500 ? "deny" : "error";
-    const { metrics } = this.#deps;
-    metrics.requests.inc({ route: routeName, status: String(exchange.status), auth_method: exchange.authMethod, decision });
-    metrics.duration.observe({ route: routeName }, seconds);
-    const p = exchange.principal;
-    const record: AuditRecord = {
-      requestId: exchange.requestId,
-      method: exchange.req.method ?? "",
-      path: pathForAudit(exchange.req.url),
-      route: exchange.route?.name,
-      upstream: exchange.route?.upstream,
-      principal: p && p.kind !== "anonymous" ? p.id : undefined,
-      user: p?.user,
-      team: p?.team,
-      authMethod: exchange.authMethod,
-      authenticator: p?.authenticator,
-      model: exchange.model,
-      decision,
-      reason: exchange.reason,
-      status: exchange.status,
-      outcome: exchange.forwarded?.outcome,
-      durationMs: Math.round(seconds * 1e6) / 1e3,
-      upstreamTtfbMs: exchange.forwarded?.ttfbMs === undefined ? undefined : Math.round(exchange.forwarded.ttfbMs * 1e3) / 1e3,
-      usage: exchange.usage && {
-        input: exchange.usage.inputTokens,
-        output: exchange.usage.outputTokens,
-        cachedInput: exchange.usage.cachedInputTokens,
-        reasoning: exchange.usage.reasoningTokens,
-        source: exchange.usage.source,
-      },
-      costUsd: exchange.costMicros === undefined ? undefined : exchange.costMicros / 1e6,
-      remoteAddress: exchange.remoteAddress,
-    };
-    this.#audit.write(record);
-  }
-
   /** Retires this gateway after a reload or at shutdown: pools finish in-flight requests, then close. */
   async close(): Promise<void> {
     await Promise.allSettled([
       this.#engine.close().then(() => this.#releaseStore()),
-      ...[...this.#upstreams.values()].flatMap((u) => [u.forwarder.close(), u.credential.close?.(), u.tunnel.close()]),
+      ...[...this.#upstreams.values()].flatMap(closeUpstream),
       ...this.#authenticators.map((a) => a.close?.()),
     ]);
   }
-}
-
-/** RFC 9745 Deprecation (since this policy was loaded), RFC 8594 Sunset, and a Link to the migration notes. */
-function deprecationHeaders(config: DeprecationConfig, loadedAt: number): Record<string, string> {
-  const headers: Record<string, string> = {
-    deprecation: `@${Math.floor(loadedAt / 1000)}`,
-    sunset: new Date(config.sunset).toUTCString(),
-  };
-  if (config.link) headers.link = `<${config.link}>; rel="deprecation"`;
-  return headers;
-}
-
-function requestHasBody(req: IncomingMessage): boolean {
-  const length = req.headers["content-length"];
-  if (length !== undefined) return length !== "0";
-  return req.headers["transfer-encoding"] !== undefined;
-}
-
-function isJson(req: IncomingMessage): boolean {
-  const type = req.headers["content-type"];
-  return type === undefined || /^application\/([\w.+-]*\+)?json\b/i.test(type);
-}
-
-function appendForwarded(headers: Record<string, string | string[]>, req: IncomingMessage, peer: string): void {
-  const prior = headers["x-forwarded-for"];
-  headers["x-forwarded-for"] = prior ? `${Array.isArray(prior) ? prior.join(", ") : prior}, ${peer}` : peer;
-  headers["x-forwarded-proto"] = "encrypted" in req.socket && req.socket.encrypted ? "https" : "http";
-  if (req.headers.host) headers["x-forwarded-host"] = req.headers.host;
-}
-
-/** The path without its query: queries can carry secrets (`?key=`), paths do not. */
-function pathForAudit(url: string | undefined): string {
-  if (!url) return "";
-  const q = url.indexOf("?");
-  return (q >= 0 ? url.slice(0, q) : url).slice(0, 512);
 }
