@@ -66,6 +66,15 @@ export function storeContract(t: Test, make: () => Promise<Store>): void {
     t.equal((await store.budgetRead("daily", Date.now())).spent, 0);
   });
 
+  t.test("revocations hold until their ttl", async (t) => {
+    const now = Date.now();
+    t.notOk(await store.isRevoked("sid-1", now));
+    await store.revoke("sid-1", 400, now);
+    t.ok(await store.isRevoked("sid-1", now + 10));
+    await new Promise((r) => setTimeout(r, 600));
+    t.notOk(await store.isRevoked("sid-1", Date.now()), "a revocation expires");
+  });
+
   t.test("concurrent reservations never overspend", async (t) => {
     const results = await Promise.all(Array.from({ length: 200 }, (_, i) => store.budgetReserve("race", 1_000, 10, `r${i}`, 60_000, 0, undefined)));
     t.equal(results.filter((r) => r.allowed).length, 100, "exactly limit / cost reservations succeed");

@@ -19,6 +19,7 @@ export class MemoryStore implements Store {
   readonly #windows = new Map<string, Window>();
   readonly #leases = new Map<string, Map<string, number>>();
   readonly #budgets = new Map<string, Budget>();
+  readonly #revoked = new Map<string, number>();
   #sweepAt = 0;
 
   async windowTake(key: string, windowMs: number, limit: number, cost: number, now: number): Promise<WindowState> {
@@ -80,6 +81,18 @@ export class MemoryStore implements Store {
     return { allowed: true, spent: b.spent, reserved: b.reserved };
   }
 
+  async revoke(key: string, ttlMs: number, now: number): Promise<void> {
+    this.#revoked.set(key, now + ttlMs);
+  }
+
+  async isRevoked(key: string, now: number): Promise<boolean> {
+    const until = this.#revoked.get(key);
+    if (until === undefined) return false;
+    if (until > now) return true;
+    this.#revoked.delete(key);
+    return false;
+  }
+
   healthy(): boolean {
     return true;
   }
@@ -90,6 +103,7 @@ export class MemoryStore implements Store {
     this.#windows.clear();
     this.#leases.clear();
     this.#budgets.clear();
+    this.#revoked.clear();
   }
 
   #windowCount(key: string, now: number): number {
@@ -134,5 +148,6 @@ export class MemoryStore implements Store {
     this.#sweepAt = now + 10_000;
     for (const [key, w] of this.#windows) if (w.expiresAt <= now) this.#windows.delete(key);
     for (const [key, leases] of this.#leases) if (this.#liveLeases(key, now).size === 0) this.#leases.delete(key);
+    for (const [key, until] of this.#revoked) if (until <= now) this.#revoked.delete(key);
   }
 }

@@ -101,6 +101,14 @@ export class RedisStore implements Store {
     return budgetState(await this.#run(() => this.#s.tgBudgetRead(...budgetKeys(key), now)));
   }
 
+  async revoke(key: string, ttlMs: number): Promise<void> {
+    await this.#run(() => this.#client.set(`{${key}}:revoked`, "1", "PX", Math.max(1, Math.ceil(ttlMs))));
+  }
+
+  async isRevoked(key: string): Promise<boolean> {
+    return (await this.#run(() => this.#client.exists(`{${key}}:revoked`))) === 1;
+  }
+
   healthy(): boolean {
     return this.#client.status === "ready";
   }

@@ -47,6 +47,9 @@ export interface Store {
   /** Replaces the reservation `id` (if still there) by the real `actual` spend; returns the new state. */
   budgetSettle(key: string, id: string, actual: number, now: number, expireAt: number | undefined): Promise<BudgetState>;
   budgetRead(key: string, now: number): Promise<BudgetState>;
+  /** Marks `key` revoked (e.g. a signed-out session id) until now + ttl. */
+  revoke(key: string, ttlMs: number, now: number): Promise<void>;
+  isRevoked(key: string, now: number): Promise<boolean>;
   /** True while the store answers; the engine switches to each limit's failure mode otherwise. */
   healthy(): boolean;
   ping(): Promise<void>;
