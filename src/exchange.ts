@@ -17,7 +17,7 @@ export class Exchange {
   forwarded: ForwardResult | undefined;
   authMethod = "none";
   /** Extra headers for the client's response, whatever its outcome. */
-  responseHeaders: Record<string, string> | undefined;
+  responseHeaders: Record<string, string | string[]> | undefined;
   /** Metering: whether this request is metered, its prompt estimate, and what admission reserved. */
   meters = false;
   stripUsageChunk = false;
@@ -29,6 +29,13 @@ export class Exchange {
   readonly started: number;
   /** Captured at arrival: `req.socket` is detached once a keep-alive response finishes. */
   readonly remoteAddress: string;
+  /** Adds a Set-Cookie to whatever response this request gets. */
+  setCookie(cookie: string): void {
+    const headers = (this.responseHeaders ??= {});
+    const prior = headers["set-cookie"];
+    headers["set-cookie"] = prior === undefined ? [cookie] : [...(Array.isArray(prior) ? prior : [prior]), cookie];
+  }
+
   constructor(req: IncomingMessage, started: number) {
     this.req = req;
     this.started = started;

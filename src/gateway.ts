@@ -21,6 +21,10 @@ import { AuthChain, refusedBy } from "./auth/chain.ts";
 import { createAuthenticator } from "./auth/index.ts";
 import type { Authenticator } from "./auth/authenticator.ts";
 import { deprecationHeaders } from "./auth/deprecation.ts";
+import { SessionAuthenticator, errorCookies } from "./auth/session/session.ts";
+import { stripCookies } from "./auth/session/cookies.ts";
+import { isBrowserNavigation } from "./auth/session/redirect.ts";
+import { compileNames } from "./policy/patterns.ts";
 import { RouteTable } from "./policy/routes.ts";
 import { callerRules, decide } from "./policy/authorize.ts";
 import type { CredentialStatus } from "./upstream/credential.ts";
@@ -63,6 +67,8 @@ export class Gateway {
   readonly #prices: PriceBook;
   readonly #releaseStore: () => Promise<void>;
   readonly #meterAll: boolean;
+  /** Browser sign-in methods: their endpoints, their cookies (never forwarded), their login redirects. */
+  readonly #sessions: SessionAuthenticator[];
   /** Deprecation/Sunset/Link response headers per deprecated authenticator (migration mode). */
   readonly #deprecations = new Map<string, Readonly<Record<string, string>>>();
 
@@ -70,7 +76,12 @@ export class Gateway {
     this.policy = policy;
     this.#deps = deps;
     this.routes = new RouteTable(policy.routes, policy.server.maxBodyBytes);
-    this.#authenticators = policy.authenticators.map((a) => createAuthenticator(a, { clock: deps.clock, metrics: deps.metrics, logger: deps.logger }));
+    // check / explain never connect to Redis: they compile the limits against an in-memory store.
+    const held = (deps.stores ?? new StoreRegistry()).acquire(deps.offline ? { type: "memory" } : policy.limits.store);
+    this.#releaseStore = held.release;
+    const groupFilter = compileNames(policy.routes.flatMap((r) => r.allow.flatMap((rule) => rule.groups ?? [])));
+    this.#authenticators = policy.authenticators.map((a) => createAuthenticator(a, { clock: deps.clock, metrics: deps.metrics, logger: deps.logger, store: held.store, groupFilter }));
+    this.#sessions = this.#authenticators.filter((a): a is SessionAuthenticator => a instanceof SessionAuthenticator);
     const byName = new Map(this.#authenticators.map((a) => [a.name, a]));
     for (const a of this.#authenticators) if (a.deprecation) this.#deprecations.set(a.name, deprecationHeaders(a.deprecation, deps.clock.now()));
     for (const route of this.routes.routes) {
@@ -87,9 +98,6 @@ export class Gateway {
     this.#audit = new AuditLog(deps.logger, policy.audit.enabled);
     this.#requestIdHeader = policy.server.requestIdHeader;
     this.#trustRequestId = policy.server.trustRequestId;
-    // check / explain never connect to Redis: they compile the limits against an in-memory store.
-    const held = (deps.stores ?? new StoreRegistry()).acquire(deps.offline ? { type: "memory" } : policy.limits.store);
-    this.#releaseStore = held.release;
     this.#prices = compilePriceBook(policy.pricing.models);
     this.#meterAll = policy.limits.meter === "all";
     this.#engine = new LimitsEngine(policy.limits, {
@@ -122,6 +130,7 @@ export class Gateway {
     const exchange = new Exchange(req, performance.now());
     exchange.requestId = this.#requestId(req);
     try {
+      if (this.#sessions.length > 0 && (await this.#serveSignIn(exchange, res))) return;
       const { upstream, headers, path, body } = await this.#admit(exchange, false);
       const observer = exchange.meters ? new MeteringObserver(exchange.stripUsageChunk, { charsPerToken: this.policy.limits.charsPerToken }) : undefined;
       const result = await upstream.forwarder.forward({ method: req.method!, path, headers, body, responseHeaders: exchange.responseHeaders }, res, observer, [this.#requestIdHeader, exchange.requestId]);
@@ -140,6 +149,23 @@ export class Gateway {
     } finally {
       settleExchange(exchange, this.#deps.metrics, this.#audit);
     }
+  }
+
+  /** {basePath}/login, /callback and /logout of a browser sign-in method; true when this request was one. */
+  async #serveSignIn(exchange: Exchange, res: ServerResponse): Promise<boolean> {
+    const target = normalizeTarget(exchange.req.url, exchange.req.headers.host);
+    const session = this.#sessions.find((s) => s.handles(target.path));
+    if (!session) return false;
+    exchange.authMethod = session.type;
+    try {
+      exchange.reason = await session.serve(exchange.req, res, target.path, target.search);
+      exchange.status = res.statusCode;
+    } catch (err) {
+      const cookies = err instanceof TollgateError ? errorCookies.get(err) : undefined;
+      for (const c of cookies ?? []) exchange.setCookie(c);
+      throw err;
+    }
+    return true;
   }
 
   /** WebSocket upgrades (e.g. the OpenAI Realtime API) walk the same corridor, then are tunnelled. */
@@ -171,7 +197,7 @@ export class Gateway {
     exchange.route = route;
 
     const credential = extractCredential(req.headers);
-    const principal = await this.#chains.get(route.name)!.authenticate({ credential, headers: req.headers, remoteAddress: exchange.remoteAddress });
+    const principal = await this.#chains.get(route.name)!.authenticate({ credential, headers: req.headers, remoteAddress: exchange.remoteAddress, setCookie: (c) => exchange.setCookie(c) });
     exchange.principal = principal;
     exchange.authMethod = principal.method;
     const deprecation = this.#deprecations.get(principal.authenticator);
@@ -231,6 +257,12 @@ export class Gateway {
     }
 
     const headers = forwardableRequestHeaders(req.headers, this.#headerPolicy, upgrade);
+    if (this.#sessions.length > 0 && typeof headers.cookie === "string") {
+      // The upstream UI gets the identity headers, never Tollgate's session.
+      const kept = stripCookies(headers.cookie, (name) => this.#sessions.some((s) => s.ownsCookie(name)));
+      if (kept === undefined) delete headers.cookie;
+      else headers.cookie = kept;
+    }
     headers[this.#requestIdHeader] = exchange.requestId;
     appendForwarded(headers, req, exchange.remoteAddress);
     // A compressed response cannot be metered as it passes; ask for plain bytes on metered requests.
@@ -265,6 +297,15 @@ export class Gateway {
     const error = toTollgateError(err);
     this.#record(exchange, error, err);
     if (!res.headersSent && !res.destroyed) {
+      const signIn = exchange.route?.signIn;
+      if (error.status === 401 && signIn !== undefined && isBrowserNavigation(exchange.req.method, exchange.req.headers.accept)) {
+        // A browser on a sign-in route goes to the IdP; an API caller on the same path gets the 401.
+        const session = this.#sessions.find((s) => s.name === signIn)!;
+        if (exchange.responseHeaders) for (const [name, value] of Object.entries(exchange.responseHeaders)) res.setHeader(name, value);
+        res.writeHead(302, { location: session.loginUrl(exchange.req.url ?? "/"), "cache-control": "no-store", "content-length": "0" }).end();
+        exchange.status = 302;
+        return;
+      }
       // The client may still be sending a body we did not read; close rather than drain it.
       if (!exchange.req.complete) res.setHeader("connection", "close");
       if (exchange.responseHeaders) for (const [name, value] of Object.entries(exchange.responseHeaders)) res.setHeader(name, value);

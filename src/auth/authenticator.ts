@@ -8,6 +8,8 @@ export interface AuthRequest {
   readonly headers: IncomingHttpHeaders;
   /** The TCP peer, never a forwarded-for header. */
   readonly remoteAddress: string;
+  /** Adds a Set-Cookie to the client's response (a refreshed browser session). */
+  readonly setCookie?: ((cookie: string) => void) | undefined;
 }
 
 /**

@@ -7,6 +7,9 @@ import { ApiKeyAuthenticator } from "./api-key.ts";
 import { JwtAuthenticator } from "./jwt.ts";
 import { IntrospectionAuthenticator } from "./introspection.ts";
 import { TrustedHeadersAuthenticator } from "./trusted-headers.ts";
+import { SessionAuthenticator } from "./session/session.ts";
+import type { Store } from "../limits/store/types.ts";
+import type { NameMatcher } from "../policy/patterns.ts";
 
 export interface AuthenticatorDeps {
   clock: Clock;
@@ -14,7 +17,13 @@ export interface AuthenticatorDeps {
   logger: Logger;
 }
 
-export function createAuthenticator(config: AuthenticatorConfig, deps: AuthenticatorDeps): Authenticator {
+/** What browser sessions need beyond the rest: a shared store (sign-out) and the groups the policy names. */
+export interface AuthenticatorContext extends AuthenticatorDeps {
+  store: Store;
+  groupFilter: NameMatcher;
+}
+
+export function createAuthenticator(config: AuthenticatorConfig, deps: AuthenticatorContext): Authenticator {
   switch (config.type) {
     case "api_key":
       return new ApiKeyAuthenticator(config, deps.clock);
@@ -24,5 +33,7 @@ export function createAuthenticator(config: AuthenticatorConfig, deps: Authentic
       return new IntrospectionAuthenticator(config, deps);
     case "trusted_headers":
       return new TrustedHeadersAuthenticator(config, deps);
+    case "session":
+      return new SessionAuthenticator(config, deps);
   }
 }

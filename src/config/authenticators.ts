@@ -161,7 +161,51 @@ const trustedHeadersAuthenticator = z.strictObject({
   principal: principalMapping,
 });
 
-export const authenticator = z.discriminatedUnion("type", [jwtAuthenticator, introspectionAuthenticator, trustedHeadersAuthenticator]);
+const sessionProvider = z.discriminatedUnion("preset", [
+  z.strictObject({
+    preset: z.literal("entra"),
+    tenant: z.string().describe("Tenant id or domain; `organizations` or `common` for multi-tenant sign-in"),
+    tenants: z.array(z.string()).min(1).optional().describe("Multi-tenant: the tenant ids allowed to sign in"),
+  }),
+  z.strictObject({ preset: z.literal("okta"), domain: z.string(), authorizationServer: z.string().default("default") }),
+  z.strictObject({ preset: z.literal("oidc"), issuer: secureUrl, discoveryUrl: secureUrl.optional() }),
+]);
+
+const sessionAuthenticator = z
+  .strictObject({
+    name,
+    type: z.literal("session"),
+    deprecated: deprecated.optional(),
+    provider: sessionProvider,
+    clientId: z.string().min(1),
+    clientSecret: z.string().min(1),
+    redirectUri: secureUrl.describe("Registered at the IdP; its path is {basePath}/callback, e.g. https://llm.example.com/sso/callback"),
+    basePath: z.string().regex(/^\/[A-Za-z0-9/_-]*[A-Za-z0-9_-]$/, "a path such as /sso").default("/sso"),
+    scopes: z.array(z.string()).default(["openid", "profile", "email", "offline_access"]),
+    sessionSecret: z.string().min(32, "at least 32 characters (e.g. openssl rand -base64 48)").describe("Encrypts and authenticates the session cookie"),
+    cookie: z
+      .strictObject({
+        name: z.string().regex(/^[A-Za-z0-9_-]+$/).default("tollgate_session"),
+        secure: z.boolean().default(true).describe("false only for local http development"),
+        domain: z.string().optional(),
+        maxAge: duration.prefault("12h").describe("Absolute session lifetime; a sign-in is needed after it"),
+      })
+      .prefault({}),
+    refreshAfter: duration.prefault("15m").describe("Re-validate the session with the refresh token this often (when the IdP gave one)"),
+    postLogoutRedirect: z.string().regex(/^\/(?![/\\])/, "a same-site path").default("/"),
+    principal: principalMapping,
+    entra: z.strictObject({ groupOverage: groupOverage.optional() }).optional(),
+  })
+  .superRefine((a, ctx) => {
+    if (new URL(a.redirectUri).pathname !== `${a.basePath}/callback`) {
+      ctx.addIssue({ code: "custom", path: ["redirectUri"], message: `the redirect URI's path must be ${a.basePath}/callback` });
+    }
+    if (a.provider.preset === "entra" && ["organizations", "common"].includes(a.provider.tenant) && !a.provider.tenants) {
+      ctx.addIssue({ code: "custom", path: ["provider", "tenants"], message: "multi-tenant sign-in needs an allow-list of tenant ids" });
+    }
+  });
+
+export const authenticator = z.discriminatedUnion("type", [jwtAuthenticator, introspectionAuthenticator, trustedHeadersAuthenticator, sessionAuthenticator]);
 
 export type JwtAuthenticatorConfig = z.output<typeof jwtAuthenticator>;
 export type JwtIssuerConfig = z.output<typeof issuer>;
@@ -171,3 +215,4 @@ export type PrincipalMappingConfig = z.output<typeof principalMapping>;
 export type JwksConfig = z.output<typeof jwks>;
 export type GroupOverageConfig = z.output<typeof groupOverage>;
 export type DeprecationConfig = z.output<typeof deprecated>;
+export type SessionAuthenticatorConfig = z.output<typeof sessionAuthenticator>;

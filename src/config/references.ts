@@ -24,6 +24,13 @@ export function checkReferences(policy: Policy): ReferenceProblem[] {
       });
     }
   });
+  const basePaths = new Map<string, string>();
+  policy.authenticators.forEach((a, i) => {
+    if (a.type !== "session") return;
+    const other = basePaths.get(a.basePath);
+    if (other) problems.push({ path: ["authenticators", i, "basePath"], message: `basePath ${a.basePath} is already used by "${other}"` });
+    basePaths.set(a.basePath, a.name);
+  });
   const routeNames = new Set<string>();
   policy.routes.forEach((r, i) => {
     if (routeNames.has(r.name)) problems.push({ path: ["routes", i, "name"], message: `route "${r.name}" is defined twice` });
@@ -42,6 +49,11 @@ export function checkReferences(policy: Policy): ReferenceProblem[] {
       r.paths.forEach((pattern, j) => {
         if (!pattern.includes(`{${r.model!.param}}`)) problems.push({ path: ["routes", i, "paths", j], message: `model.param "${r.model!.param}" is not a parameter of this path (write it as {${r.model!.param}})` });
       });
+    }
+    if (r.signIn !== undefined) {
+      const target = policy.authenticators.find((a) => a.name === r.signIn);
+      if (!target || target.type !== "session") problems.push({ path: ["routes", i, "signIn"], message: `signIn names "${r.signIn}", which is not a session authenticator` });
+      else if (r.authenticators && !r.authenticators.includes(r.signIn)) problems.push({ path: ["routes", i, "signIn"], message: `the route's authenticators do not include "${r.signIn}"` });
     }
     r.authenticators?.forEach((a, j) => {
       if (!authNames.has(a)) problems.push({ path: ["routes", i, "authenticators", j], message: `authenticator "${a}" is not defined` });

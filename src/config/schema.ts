@@ -156,6 +156,7 @@ const route = z.strictObject({
     .refine((m) => m.from !== "path" || m.param !== undefined, { message: "model.from: path needs model.param" })
     .optional(),
   maxBodyBytes: z.number().int().positive().optional(),
+  signIn: name.optional().describe("A `session` authenticator: unauthenticated browsers are sent to sign in instead of getting a 401"),
 });
 
 export const policySchema = z.strictObject({

@@ -15,6 +15,8 @@ export interface Route {
   readonly maxBodyBytes: number;
   /** Set when the model is a path parameter (Azure deployment, Bedrock model id): params → model name. */
   readonly modelFromPath: ((params: Record<string, string>) => string) | undefined;
+  /** A `session` authenticator that sends unauthenticated browsers to sign in. */
+  readonly signIn: string | undefined;
   /** Deployment names → model names (`model.aliases`), for a body's `model` (Azure's v1 API names deployments there). */
   readonly modelAlias: (name: string) => string;
 }
@@ -49,6 +51,7 @@ export class RouteTable {
           maxBodyBytes: c.maxBodyBytes ?? defaultMaxBodyBytes,
           modelFromPath: c.model?.from === "path" ? compileModelFromPath(c.model.param!, compileAliases(c.model.aliases)) : undefined,
           modelAlias: compileAliases(c.model?.aliases),
+          signIn: c.signIn,
         }),
         anyMethod: c.methods.includes("*"),
         methods: new Set(c.methods),

@@ -28,6 +28,9 @@ const KINDS = {
   invalid_token: { status: 401, type: "authentication_error", message: "The bearer token is not valid." },
   token_expired: { status: 401, type: "authentication_error", message: "The bearer token has expired." },
   token_inactive: { status: 401, type: "authentication_error", message: "The bearer token is not active." },
+  invalid_session: { status: 401, type: "authentication_error", message: "The sign-in session is not valid; sign in again." },
+  session_expired: { status: 401, type: "authentication_error", message: "The sign-in session has ended; sign in again." },
+  sign_in_failed: { status: 400, type: "invalid_request_error", message: "The sign-in could not be completed; start again." },
   invalid_assertion: { status: 401, type: "authentication_error", message: "The identity assertion from the proxy is not valid." },
   // 403 / 404 — may you?
   forbidden: { status: 403, type: "permission_error", message: "You are not allowed to use this route." },

@@ -22,7 +22,7 @@ export interface ForwardRequest {
   /** A buffered body, the client's stream, or null when the request has none. */
   readonly body: Buffer | IncomingMessage | null;
   /** Headers Tollgate adds to the client's response (e.g. Deprecation/Sunset), over the upstream's. */
-  readonly responseHeaders?: Readonly<Record<string, string>> | undefined;
+  readonly responseHeaders?: Readonly<Record<string, string | string[]>> | undefined;
 }
 
 /**
@@ -113,7 +113,13 @@ export class Forwarder {
             status = statusCode;
             observer?.onResponseStart?.(statusCode, headers as Record<string, string | string[] | undefined>);
             const outgoing = forwardableResponseHeaders(headers as Record<string, string | string[] | undefined>);
-            if (req.responseHeaders) Object.assign(outgoing, req.responseHeaders);
+            if (req.responseHeaders) {
+              for (const [name, value] of Object.entries(req.responseHeaders)) {
+                // Tollgate's cookies join the upstream's rather than replacing them.
+                const prior = outgoing[name];
+                outgoing[name] = name === "set-cookie" && prior !== undefined ? [...(Array.isArray(prior) ? prior : [String(prior)]), ...(Array.isArray(value) ? value : [value])] : value;
+              }
+            }
             res.writeHead(statusCode, outgoing);
             // Event streams: send headers now so the client sees the stream open before the first event.
             const type = headers["content-type"];
