@@ -72,7 +72,7 @@ export function parsePolicy(text: string, file: string, env: NodeJS.ProcessEnv =
       if (unresolved) {
         ctx.onMissing = (reason) => {
           unresolved.push(at(node.range?.[0], pathOfNode(doc, node), reason));
-          return "unresolved-at-check-time";
+          return "unresolved-at-check-time-runtime-only-value";
         };
       }
       try {
