@@ -176,8 +176,12 @@ export class Gateway {
       const { upstream, headers, path } = await this.#admit(exchange, true);
       exchange.status = 101;
       exchange.reason = "allowed";
+      const admission = exchange.admission;
+      // The session's concurrency lease is held until the socket closes; its tokens are not metered.
+      if (admission) socket.once("close", () => void admission.settle(NO_USAGE, "complete").catch(() => {}));
       upstream.tunnel.open(req, socket, head, path, headers);
     } catch (err) {
+      await exchange.admission?.settle(NO_USAGE, "upstream_error").catch(() => {});
       const error = toTollgateError(err);
       this.#record(exchange, error, err);
       sendErrorOnSocket(socket, error, [this.#requestIdHeader, exchange.requestId]);
@@ -215,14 +219,16 @@ export class Gateway {
     const checksBodyModel = checksModel && !route.modelFromPath;
     const hasBody = !upgrade && requestHasBody(req);
     exchange.meters = !upgrade && (this.#meterAll || this.#engine.meters(route.name));
+    // Reading the body for estimates, or for a model that limits are keyed by, never turns bad JSON into an error.
+    const readsBody = exchange.meters || (!route.modelFromPath && this.#engine.needsModel(route.name));
     let body: Buffer | IncomingMessage | null = hasBody ? req : null;
     let buffered: Buffer | undefined;
     let json: Record<string, unknown> | undefined;
-    if (hasBody && (checksBodyModel || upstream.identity.setsOpenAiUser || upstream.credential.needsBody || exchange.meters)) {
+    if (hasBody && (checksBodyModel || upstream.identity.setsOpenAiUser || upstream.credential.needsBody || readsBody)) {
       buffered = await readBody(req, route.maxBodyBytes);
       body = buffered;
       const strict = checksBodyModel || (upstream.identity.setsOpenAiUser && isJson(req));
-      if (strict || (exchange.meters && isJson(req))) {
+      if (strict || (readsBody && isJson(req))) {
         // Only a check or a rewrite makes bad JSON our problem; metering alone estimates from the length.
         const parsed = strict ? parseJsonStrict(buffered) : parseJsonLenient(buffered);
         if (parsed && typeof parsed === "object" && !Array.isArray(parsed)) json = parsed as Record<string, unknown>;
@@ -237,9 +243,10 @@ export class Gateway {
     if (!decision.allowed) throw new TollgateError(decision.code === "allowed" ? "forbidden" : decision.code);
 
     let rewrite = false;
-    if (exchange.meters) {
+    if (this.#engine.limits(route.name)) {
+      // Every limit applies, metered or not; WebSocket sessions count as requests and hold a lease while open.
       const limits = this.policy.limits;
-      const estimate = estimateRequest(json, buffered?.length ?? 0, limits.charsPerToken, limits.defaultMaxTokens);
+      const estimate = upgrade ? { promptTokens: 0, maxOutputTokens: 0 } : estimateRequest(json, buffered?.length ?? 0, limits.charsPerToken, limits.defaultMaxTokens);
       exchange.promptTokens = estimate.promptTokens;
       const admission = await this.#engine.admit({ principal, route: route.name, model: exchange.model, inputTokens: estimate.promptTokens, maxOutputTokens: estimate.maxOutputTokens });
       if (admission) {
@@ -250,10 +257,10 @@ export class Gateway {
           rewrite = true;
         }
       }
-      if (json !== undefined && requestStreamUsage(json, target.path)) {
-        exchange.stripUsageChunk = true;
-        rewrite = true;
-      }
+    }
+    if (exchange.meters && json !== undefined && requestStreamUsage(json, target.path)) {
+      exchange.stripUsageChunk = true;
+      rewrite = true;
     }
 
     const headers = forwardableRequestHeaders(req.headers, this.#headerPolicy, upgrade);

@@ -14,7 +14,7 @@ const redisStore = z.strictObject({
   masterName: z.string().optional().describe("sentinel: the monitored master's name"),
   password: z.string().optional(),
   keyPrefix: z.string().default("tollgate:"),
-  commandTimeout: duration.prefault("250ms").describe("A command slower than this counts as the store being down"),
+  commandTimeout: duration.prefault("500ms").describe("A command slower than this counts as the store being down"),
   tls: z.boolean().default(false),
 });
 

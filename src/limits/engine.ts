@@ -80,6 +80,7 @@ export class LimitsEngine {
   readonly #rules: Rule[];
   readonly #local = new MemoryStore();
   #degraded = false;
+  readonly #unsubscribe: () => void;
 
   constructor(config: LimitsConfig, deps: EngineDeps) {
     this.#config = config;
@@ -90,6 +91,8 @@ export class LimitsEngine {
       routes: c.routes ? new Set(c.routes) : undefined,
       mode: c.onStoreFailure ?? (c.budget ? "deny" : "local"),
     }));
+    // Clear the degraded state as soon as the store is back, not at the next request.
+    this.#unsubscribe = deps.store.onReconnect(() => this.#setDegraded(false));
   }
 
   get store(): Store {
@@ -99,6 +102,16 @@ export class LimitsEngine {
   /** Whether some token or budget limit may apply on this route, so the body must be read and usage metered. */
   meters(route: string): boolean {
     return this.#rules.some((r) => (r.config.tokens || r.config.budget) && (!r.routes || r.routes.has(route)));
+  }
+
+  /** Whether a limit on this route depends on the model, so the body's `model` must be read. */
+  needsModel(route: string): boolean {
+    return this.#rules.some((r) => r.models && (!r.routes || r.routes.has(route)));
+  }
+
+  /** Whether any limit may apply on this route (admission is skipped entirely otherwise). */
+  limits(route: string): boolean {
+    return this.#rules.some((r) => !r.routes || r.routes.has(route));
   }
 
   status(): { store: string; healthy: boolean; degraded: boolean } {
@@ -127,7 +140,8 @@ export class LimitsEngine {
       }
       if (this.#config.clampMaxTokens && priced.priced) {
         const clamp = await this.#affordableOutput(budgets, scope, req, now);
-        if (clamp !== undefined && clamp < outputTokens) {
+        // A clamp below one token would send max_tokens: 0 upstream: the request is refused instead.
+        if (clamp !== undefined && clamp >= 1 && clamp < outputTokens) {
           outputTokens = clamp;
           clampMaxTokens = clamp;
           priced = this.#deps.price(req.model, { inputTokens: req.inputTokens, outputTokens });
@@ -144,7 +158,7 @@ export class LimitsEngine {
           const key = scopeKey(c.name, instance);
           if (c.concurrency !== undefined) {
             const id = randomUUID();
-            const r = await this.#withStore(rule, (store, scale) => store.leaseAcquire(key, scaled(c.concurrency!, scale), id, this.#config.leaseTtl, now));
+            const r = await this.#withStore(rule, (store, scale) => store.leaseAcquire(key, scaled(c.concurrency!, scale), id, this.#config.leaseTtl, now), (store) => store.leaseRelease(key, id));
             if (!r) continue;
             if (!r.result.allowed) throw this.#reject(rule, "concurrency_limited", { "retry-after": "1" });
             taken.push({ kind: "concurrency", store: r.store, key, id });
@@ -171,7 +185,11 @@ export class LimitsEngine {
             const limit = Math.round(c.budget.usd * 1e6);
             const id = randomUUID();
             const expireAt = period.end === undefined ? undefined : period.end + 86_400_000;
-            const r = await this.#withStore(rule, (store, scale) => store.budgetReserve(budgetKey, scaled(limit, scale), priced.micros, id, this.#config.leaseTtl, now, expireAt));
+            const r = await this.#withStore(
+              rule,
+              (store, scale) => store.budgetReserve(budgetKey, scaled(limit, scale), priced.micros, id, this.#config.leaseTtl, now, expireAt),
+              async (store) => void (await store.budgetSettle(budgetKey, id, 0, this.#deps.clock.now(), expireAt)),
+            );
             if (!r) continue;
             if (!r.result.allowed) {
               const retry = period.end === undefined ? 86_400 : Math.max(1, Math.ceil((period.end - now) / 1000));
@@ -284,7 +302,7 @@ export class LimitsEngine {
    * Runs `op` on the shared store; when it is down, applies the limit's failure mode. Returns undefined
    * when the limit is skipped (`allow`), and which store answered otherwise.
    */
-  async #withStore<T>(rule: Rule, op: (store: Store, scale: number) => Promise<T>): Promise<{ result: T; store: Store } | undefined> {
+  async #withStore<T>(rule: Rule, op: (store: Store, scale: number) => Promise<T>, undo?: (store: Store) => Promise<void>): Promise<{ result: T; store: Store } | undefined> {
     const shared = this.#deps.store;
     if (shared.healthy()) {
       try {
@@ -293,6 +311,8 @@ export class LimitsEngine {
         return { result, store: shared };
       } catch (err) {
         if (!(err instanceof StoreUnavailableError)) throw err;
+        // A command that timed out may still run on the server: give back what it may have taken.
+        if (undo) this.#compensate(() => undo(shared));
       }
     }
     this.#setDegraded(true);
@@ -300,6 +320,21 @@ export class LimitsEngine {
     if (rule.mode === "deny") throw new TollgateError("limits_unavailable", undefined, { "retry-after": "5" }, rule.config.name);
     if (rule.mode === "allow") return undefined;
     return { result: await op(this.#local, this.#localScale), store: this.#local };
+  }
+
+  /** Best effort, in the background, a few times; whatever it misses expires with `leaseTtl`. */
+  #compensate(undo: () => Promise<void>): void {
+    void (async () => {
+      for (let attempt = 1; attempt <= 3; attempt++) {
+        await new Promise((r) => setTimeout(r, 500 * attempt).unref());
+        try {
+          await undo();
+          return;
+        } catch {
+          // try again
+        }
+      }
+    })();
   }
 
   #setDegraded(degraded: boolean): void {
@@ -316,6 +351,7 @@ export class LimitsEngine {
   }
 
   async close(): Promise<void> {
+    this.#unsubscribe();
     await this.#local.close();
   }
 }

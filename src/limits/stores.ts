@@ -14,7 +14,7 @@ export class StoreRegistry {
     const id = JSON.stringify(config);
     let entry = this.#stores.get(id);
     if (!entry) {
-      entry = { store: config.type === "redis" ? new RedisStore(createRedisClient(config)) : new MemoryStore(), users: 0 };
+      entry = { store: config.type === "redis" ? new RedisStore(createRedisClient(config), Math.max(1000, config.commandTimeout * 4)) : new MemoryStore(), users: 0 };
       this.#stores.set(id, entry);
     }
     entry.users++;

@@ -97,6 +97,10 @@ export class MemoryStore implements Store {
     return true;
   }
 
+  onReconnect(): () => void {
+    return () => {};
+  }
+
   async ping(): Promise<void> {}
 
   async close(): Promise<void> {

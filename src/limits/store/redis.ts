@@ -46,9 +46,13 @@ export class RedisStore implements Store {
   readonly kind = "redis";
   readonly #client: Client;
   readonly #s: Scripted;
+  readonly #connectTimeout: number;
+  #everReady = false;
 
-  constructor(client: Client) {
+  constructor(client: Client, connectTimeoutMs = 1000) {
     this.#client = client;
+    this.#connectTimeout = connectTimeoutMs;
+    client.on("ready", () => (this.#everReady = true));
     client.defineCommand("tgWindowTake", { numberOfKeys: 2, lua: WINDOW_TAKE });
     client.defineCommand("tgWindowAdjust", { numberOfKeys: 1, lua: WINDOW_ADJUST });
     client.defineCommand("tgLeaseAcquire", { numberOfKeys: 1, lua: LEASE_ACQUIRE });
@@ -110,7 +114,17 @@ export class RedisStore implements Store {
   }
 
   healthy(): boolean {
-    return this.#client.status === "ready";
+    return this.#client.status === "ready" || this.#connecting();
+  }
+
+  onReconnect(listener: () => void): () => void {
+    this.#client.on("ready", listener);
+    return () => void this.#client.off("ready", listener);
+  }
+
+  /** Still making the first connection (start-up): worth waiting for rather than counting as an outage. */
+  #connecting(): boolean {
+    return !this.#everReady && ["wait", "connecting", "connect"].includes(this.#client.status);
   }
 
   async ping(): Promise<void> {
@@ -121,8 +135,23 @@ export class RedisStore implements Store {
     this.#client.disconnect();
   }
 
+  #firstConnection(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#client.off("ready", onReady);
+        reject(new Error("no connection to Redis yet"));
+      }, this.#connectTimeout);
+      const onReady = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      this.#client.once("ready", onReady);
+    });
+  }
+
   async #run<T>(command: () => Promise<T>): Promise<T> {
     try {
+      if (this.#connecting()) await this.#firstConnection();
       return await command();
     } catch (err) {
       throw new StoreUnavailableError(`Redis: ${(err as Error).message}`);

@@ -50,8 +50,10 @@ export interface Store {
   /** Marks `key` revoked (e.g. a signed-out session id) until now + ttl. */
   revoke(key: string, ttlMs: number, now: number): Promise<void>;
   isRevoked(key: string, now: number): Promise<boolean>;
-  /** True while the store answers; the engine switches to each limit's failure mode otherwise. */
+  /** True while the store answers (or is still making its first connection); failure modes apply otherwise. */
   healthy(): boolean;
+  /** Calls `listener` whenever the store becomes reachable again; returns the unsubscribe function. */
+  onReconnect(listener: () => void): () => void;
   ping(): Promise<void>;
   close(): Promise<void>;
 }
