@@ -308,6 +308,8 @@ export class Gateway {
       if (error.status === 401 && signIn !== undefined && isBrowserNavigation(exchange.req.method, exchange.req.headers.accept)) {
         // A browser on a sign-in route goes to the IdP; an API caller on the same path gets the 401.
         const session = this.#sessions.find((s) => s.name === signIn)!;
+        // A tampered or ended session is cleared on the way, so the browser does not keep sending it.
+        if (error.code === "invalid_session" || error.code === "session_expired") for (const c of session.clearSession(exchange.req.headers.cookie)) exchange.setCookie(c);
         if (exchange.responseHeaders) for (const [name, value] of Object.entries(exchange.responseHeaders)) res.setHeader(name, value);
         res.writeHead(302, { location: session.loginUrl(exchange.req.url ?? "/"), "cache-control": "no-store", "content-length": "0" }).end();
         exchange.status = 302;

@@ -182,6 +182,7 @@ const sessionAuthenticator = z
     redirectUri: secureUrl.describe("Registered at the IdP; its path is {basePath}/callback, e.g. https://llm.example.com/sso/callback"),
     basePath: z.string().regex(/^\/[A-Za-z0-9/_-]*[A-Za-z0-9_-]$/, "a path such as /sso").default("/sso"),
     scopes: z.array(z.string()).default(["openid", "profile", "email", "offline_access"]),
+    authorizationParams: z.record(z.string(), z.string()).default({}).describe("Extra authorization request parameters, e.g. prompt: consent where a provider issues refresh tokens only then"),
     sessionSecret: z.string().min(32, "at least 32 characters (e.g. openssl rand -base64 48)").describe("Encrypts and authenticates the session cookie"),
     cookie: z
       .strictObject({

@@ -18,14 +18,15 @@ export interface AllowRule {
 
 export function compileAllowRule(config: AllowRuleConfig, index: number): AllowRule {
   const roles = config.roles ? new Set(config.roles) : undefined;
-  const groups = config.groups ? new Set(config.groups) : undefined;
+  // Group names or ids with `*` wildcards, as in role mappings (roles and principals are exact).
+  const groups = config.groups ? compileNames(config.groups) : undefined;
   const principals = config.principals ? new Set(config.principals) : undefined;
   const isPublic = config.public === true;
   const parts: string[] = [];
   if (isPublic) parts.push("public");
   if (config.authenticated) parts.push("authenticated");
   if (roles) parts.push(`roles any of [${[...roles].join(", ")}]`);
-  if (groups) parts.push(`groups any of [${[...groups].join(", ")}]`);
+  if (groups) parts.push(`groups any of [${config.groups!.join(", ")}]`);
   if (principals) parts.push(`principal one of [${[...principals].join(", ")}]`);
   if (config.models) parts.push(`models [${config.models.join(", ")}]`);
   return {
@@ -37,7 +38,7 @@ export function compileAllowRule(config: AllowRuleConfig, index: number): AllowR
       if (isPublic && !roles && !groups && !principals) return true;
       if (p.kind === "anonymous") return false;
       if (roles && !p.roles.some((r) => roles.has(r))) return false;
-      if (groups && !p.groups.some((g) => groups.has(g))) return false;
+      if (groups && !p.groups.some((g) => groups.matches(g))) return false;
       if (principals && !principals.has(p.id) && !(p.user !== undefined && principals.has(p.user))) return false;
       return true;
     },

@@ -11,13 +11,16 @@ import { Browser, parseForms, type Hop } from "../helpers/browser.ts";
 import { startBrowserOidcProvider, type BrowserAccount, type BrowserOidcProvider } from "../helpers/oidc-browser.ts";
 import { startHarness, makeKey, type Harness } from "../helpers/harness.ts";
 
+/** Groups named in the policy's /ui/team/** rule; the session keeps only groups the policy mentions. */
+const TEAM_GROUPS = Array.from({ length: 160 }, (_, i) => `ui-team-${String(i).padStart(3, "0")}-members`);
+
 export const ACCOUNTS: Record<string, BrowserAccount> = {
   alice: { password: "alice-pw", email: "alice@example.com", groups: ["ui-admins", "staff"] },
   dave: { password: "dave-pw", email: "dave@example.com", groups: ["ui-devops", "staff"] },
   uma: { password: "uma-pw", email: "uma@example.com", groups: ["ui-users"] },
   nora: { password: "nora-pw", email: "nora@example.com", groups: ["staff"] },
   // In enough policy-relevant groups that the session cookie is split over tollgate_session.0, .1, …
-  gus: { password: "gus-pw", email: "gus@example.com", groups: ["ui-users", ...Array.from({ length: 160 }, (_, i) => `ui-team-${String(i).padStart(3, "0")}-members`)] },
+  gus: { password: "gus-pw", email: "gus@example.com", groups: ["ui-users", ...TEAM_GROUPS] },
 };
 
 export interface SeenByUi {
@@ -33,7 +36,7 @@ export interface SsoEnv {
   url: string;
   sessionSecret: string;
   apiKey: string;
-  /** Requests the upstream UI received. */
+  /** Requests the upstream UI (which also stands in for the API upstream) received. */
   ui: SeenByUi[];
   close(): Promise<void>;
 }
@@ -82,7 +85,7 @@ upstreams:
     url: "${uiUrl}"
     identity: { headers: { user: x-tollgate-user, email: x-tollgate-email, groups: x-tollgate-groups, roles: x-tollgate-roles } }
   api:
-    url: "\${UPSTREAM_URL}"
+    url: "${uiUrl}"
     identity: { headers: { user: x-tollgate-user, roles: x-tollgate-roles } }
 authenticators:
   - name: sso
@@ -107,7 +110,7 @@ authenticators:
 routes:
   - { name: ui-admin, paths: [/ui/admin/**], upstream: ui, authenticators: [sso], signIn: sso, allow: [{ roles: [admin] }] }
   - { name: ui-logs, paths: [/ui/logs/**], upstream: ui, authenticators: [sso], signIn: sso, allow: [{ roles: [admin, devops] }] }
-  - { name: ui-team, paths: [/ui/team/**], upstream: ui, authenticators: [sso], signIn: sso, allow: [{ groups: ["ui-*"] }] }
+  - { name: ui-team, paths: [/ui/team/**], upstream: ui, authenticators: [sso], signIn: sso, allow: [{ groups: [ui-admins, ui-devops, ui-users, ${TEAM_GROUPS.join(", ")}] }] }
   - { name: ui, paths: [/ui/**], upstream: ui, authenticators: [sso], signIn: sso, allow: [{ roles: [admin, devops, user] }] }
   - { name: api, paths: [/api/**], upstream: api, authenticators: [keys, sso], signIn: sso, allow: [{ roles: [admin, devops, user] }] }
 `;
@@ -140,22 +143,23 @@ async function freePort(): Promise<number> {
 
 /**
  * Navigates to `start` on Tollgate and follows every hop, filling in the IdP's login form (once) as `login`.
- * With `stopAtCallback`, stops before requesting /sso/callback: the last hop's `location` is the callback URL.
+ * Never leaves for a third site (the last hop's `location` shows where it would have gone). With
+ * `stopAtCallback`, stops before requesting /sso/callback: the last hop's `location` is the callback URL.
  */
 export async function signIn(b: Browser, env: SsoEnv, start: string, login: string, opts: { stopAtCallback?: boolean } = {}): Promise<Hop[]> {
   const account = ACCOUNTS[login];
   if (!account) throw new Error(`unknown account ${login}`);
   let submitted = false;
   return b.navigate(new URL(start, env.url), {
-    ...(opts.stopAtCallback ? { stopBefore: (url: URL) => url.origin === env.url && url.pathname === "/sso/callback" } : {}),
+    stopBefore: (url: URL) => (url.origin !== env.url && url.origin !== env.op.issuer) || (opts.stopAtCallback === true && url.origin === env.url && url.pathname === "/sso/callback"),
     onPage: async (page) => {
       if (page.url.origin !== env.op.issuer || page.status !== 200) return undefined;
       const forms = parseForms(page.body, page.url);
       if (!submitted && forms.some((f) => f.action.pathname.endsWith("/login"))) {
         submitted = true;
-        return b.submit(page, { login, password: account.password }, /\/login$/);
+        return b.submit(page, { login, password: account.password }, { action: /\/login$/ });
       }
-      if (forms.some((f) => f.action.pathname.endsWith("/confirm"))) return b.submit(page, {}, /\/confirm$/);
+      if (forms.some((f) => f.action.pathname.endsWith("/confirm"))) return b.submit(page, {}, { action: /\/confirm$/ });
       return undefined;
     },
   });
@@ -194,6 +198,20 @@ export function sessionCookie(b: Browser, env: SsoEnv): string | undefined {
     value += part;
   }
   return value || undefined;
+}
+
+/** The last audit line for a path (without query). */
+export function lastAudit(env: SsoEnv, path: string): Record<string, unknown> | undefined {
+  return env.h.audit().filter((a) => a.path === path).at(-1);
+}
+
+/** The `error.code` of an OpenAI-shaped error body. */
+export function errorCode(hop: Hop): string | undefined {
+  try {
+    return (JSON.parse(hop.body) as { error?: { code?: string } }).error?.code;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Cookie names in a Cookie header. */

@@ -211,13 +211,21 @@ export class Browser {
     throw new Error(`more than ${max} hops from ${first.url.href}: ${hops.map((h) => `${h.status} ${h.url.href}`).join(" → ")}`);
   }
 
-  /** Fills the page's form (the first, or the one whose action matches) and submits it. */
-  async submit(page: Hop, values: Record<string, string> = {}, action?: RegExp): Promise<Hop> {
-    const form = parseForms(page.body, page.url).find((f) => !action || action.test(f.action.href));
-    if (!form) throw new Error(`no form${action ? ` matching ${action}` : ""} on ${page.url.href}`);
+  /**
+   * Fills the page's form (the first, or the first whose action matches `opts.action`) and submits it, as a
+   * click on the submit button named or labelled `opts.button` would (its name=value is sent), else on none.
+   */
+  async submit(page: Hop, values: Record<string, string> = {}, opts: { action?: RegExp; button?: string } = {}): Promise<Hop> {
+    const form = parseForms(page.body, page.url).find((f) => !opts.action || opts.action.test(f.action.href));
+    if (!form) throw new Error(`no form${opts.action ? ` matching ${opts.action}` : ""} on ${page.url.href}`);
     const fields = new URLSearchParams();
-    for (const [name, value] of form.fields) fields.set(name, Object.hasOwn(values, name) ? values[name]! : value);
+    for (const [name, value] of form.fields) fields.append(name, Object.hasOwn(values, name) ? values[name]! : value);
     for (const [name, value] of Object.entries(values)) if (!fields.has(name)) fields.set(name, value);
+    if (opts.button !== undefined) {
+      const button = form.buttons.find((b) => b.name === opts.button || b.label === opts.button);
+      if (!button) throw new Error(`no button ${opts.button} for the form on ${page.url.href}`);
+      if (button.name) fields.append(button.name, button.value);
+    }
     return form.method === "GET" ? this.get(new URL(`?${fields}`, form.action)) : this.request("POST", form.action, { form: fields });
   }
 }
@@ -225,27 +233,51 @@ export class Browser {
 export interface Form {
   action: URL;
   method: "GET" | "POST";
-  /** Input names and their default values, in document order. */
+  /** Input names and their default values, in document order (submit buttons excluded). */
   fields: [string, string][];
+  /** Submit buttons, inside the form or associated with it by `form="<id>"`. */
+  buttons: { name: string | undefined; value: string; label: string }[];
 }
 
-/** Just enough HTML form parsing for IdP login, consent and logout pages: form, input, button name/value. */
+const SUBMIT_TYPES = new Set(["submit", "image"]);
+const IGNORED_TYPES = new Set(["button", "reset", "file"]);
+
+/** Just enough HTML form parsing for IdP login, consent and logout pages: form, input, button. */
 export function parseForms(html: string, base: URL): Form[] {
   const forms: Form[] = [];
   for (const m of html.matchAll(/<form\b([^>]*)>([\s\S]*?)<\/form>/gi)) {
     const attrs = attributesOf(m[1]!);
     const fields: [string, string][] = [];
-    for (const input of m[2]!.matchAll(/<(input|button)\b([^>]*)>/gi)) {
-      const a = attributesOf(input[2]!);
-      const type = (a.get("type") ?? (input[1]!.toLowerCase() === "button" ? "submit" : "text")).toLowerCase();
-      const name = a.get("name");
-      if (!name || (type === "submit" && input[1]!.toLowerCase() === "button" && !a.has("value"))) continue;
-      if ((type === "checkbox" || type === "radio") && !a.has("checked")) continue;
-      fields.push([name, a.get("value") ?? ""]);
+    const buttons: Form["buttons"] = [];
+    for (const control of controls(m[2]!)) {
+      if (control.submit) buttons.push(control.button);
+      else if (control.field) fields.push(control.field);
     }
-    forms.push({ action: new URL(attrs.get("action") || base.href, base), method: (attrs.get("method") ?? "GET").toUpperCase() === "POST" ? "POST" : "GET", fields });
+    const id = attrs.get("id");
+    if (id) {
+      for (const control of controls(html)) if (control.form === id && control.submit) buttons.push(control.button);
+    }
+    forms.push({ action: new URL(attrs.get("action") || base.href, base), method: (attrs.get("method") ?? "GET").toUpperCase() === "POST" ? "POST" : "GET", fields, buttons });
   }
   return forms;
+}
+
+function* controls(html: string) {
+  for (const m of html.matchAll(/<button\b([^>]*)>([\s\S]*?)<\/button>|<input\b([^>]*)>/gi)) {
+    const isButton = m[1] !== undefined;
+    const a = attributesOf(isButton ? m[1]! : m[3]!);
+    const type = (a.get("type") ?? (isButton ? "submit" : "text")).toLowerCase();
+    const name = a.get("name");
+    const value = a.get("value") ?? "";
+    const submit = SUBMIT_TYPES.has(type);
+    const skip = IGNORED_TYPES.has(type) || ((type === "checkbox" || type === "radio") && !a.has("checked"));
+    yield {
+      submit,
+      form: a.get("form"),
+      button: { name, value, label: (isButton ? m[2]! : value).replace(/<[^>]*>/g, "").trim() },
+      field: !submit && !skip && name ? ([name, value] as [string, string]) : undefined,
+    };
+  }
 }
 
 function attributesOf(source: string): Map<string, string> {

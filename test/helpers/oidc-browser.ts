@@ -171,6 +171,11 @@ export async function startBrowserOidcProvider(opts: BrowserOidcOptions): Promis
       await grant.save();
       return grant;
     },
+    // oidc-provider follows OIDC Core to the letter and drops `offline_access` unless prompt=consent is sent, which
+    // Tollgate (like most relying parties) does not; Entra and Okta issue the refresh token all the same. So does
+    // this provider, to any client registered for the refresh_token grant.
+    issueRefreshToken: async (_ctx: unknown, client: { grantTypeAllowed(type: string): boolean }) => client.grantTypeAllowed("refresh_token"),
+    expiresWithSession: async () => false,
     ttl: {
       AccessToken: ttl.accessToken,
       IdToken: ttl.idToken,

@@ -6,7 +6,9 @@ export function safeNext(next: string | null | undefined): string {
   try {
     const resolved = new URL(next, "http://tollgate.invalid");
     if (resolved.origin !== "http://tollgate.invalid") return "/";
-    return resolved.pathname + resolved.search + resolved.hash;
+    const path = resolved.pathname + resolved.search + resolved.hash;
+    // Dot segments can resolve into `//evil.example` (`/.//evil.example`): check the result, not only the input.
+    return path.startsWith("//") || path.startsWith("/\\") ? "/" : path;
   } catch {
     return "/";
   }

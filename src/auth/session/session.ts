@@ -82,6 +82,11 @@ export class SessionAuthenticator implements Authenticator {
     return name === this.#cookieName || name.startsWith(`${this.#cookieName}.`) || name === this.#txName;
   }
 
+  /** Set-Cookie headers deleting this method's session cookies (a tampered or ended session). */
+  clearSession(cookieHeader: string | undefined): string[] {
+    return clearCookies(this.#cookieName, parseCookies(cookieHeader).keys(), this.#attrs);
+  }
+
   /** Where an unauthenticated browser goes to sign in, coming back to `next`. */
   loginUrl(next: string): string {
     return `${this.basePath}/login?next=${encodeURIComponent(safeNext(next))}`;
@@ -137,6 +142,7 @@ export class SessionAuthenticator implements Authenticator {
       code_challenge_method: "S256",
       state,
       nonce,
+      ...this.#config.authorizationParams,
     });
     redirect(res, url.href, [serializeCookie(this.#txName, tx, { ...this.#attrs, path: this.basePath, maxAge: TRANSACTION_TTL_MS / 1000 })]);
     return "sign_in_started";
@@ -164,9 +170,9 @@ export class SessionAuthenticator implements Authenticator {
       claims = (tokens.claims() ?? {}) as Record<string, unknown>;
       refreshToken = tokens.refresh_token;
     } catch (err) {
-      const code = (err as { code?: string; error?: string }).error ?? (err as { code?: string }).code ?? "error";
-      this.#deps.logger.warn({ authenticator: this.name, reason: code }, "sign-in callback refused");
-      throw withCookies(new TollgateError("sign_in_failed", undefined, undefined, signInDetail(code)), [clearTx]);
+      const detail = signInDetail(err);
+      this.#deps.logger.warn({ authenticator: this.name, reason: detail }, "sign-in callback refused");
+      throw withCookies(new TollgateError("sign_in_failed", undefined, undefined, detail), [clearTx]);
     }
     const principal = await this.#fromClaims(claims);
     const session: SessionPayload = {
@@ -292,9 +298,16 @@ function withCookies(err: TollgateError, cookies: string[]): TollgateError {
   return err;
 }
 
-function signInDetail(code: string): string {
-  if (/state/i.test(code)) return "state";
-  if (/nonce/i.test(code)) return "nonce";
-  if (code === "invalid_grant") return "invalid_grant";
+/** A stable reason for the audit line from openid-client's errors (their codes are generic; message and cause are not). */
+function signInDetail(err: unknown): string {
+  if ((err as { error?: string }).error === "invalid_grant") return "invalid_grant";
+  // openid-client wraps oauth4webapi's error, which names the parameter or claim: read the whole cause chain.
+  let text = "";
+  for (let e = err as { message?: string; claim?: string; cause?: unknown } | undefined, depth = 0; e && depth < 4; e = e.cause as typeof e, depth++) {
+    text += ` ${e.message ?? ""} ${typeof e.claim === "string" ? e.claim : ""}`;
+  }
+  if (/\bstate\b/i.test(text)) return "state";
+  if (/\bnonce\b/i.test(text)) return "nonce";
+  if (/code_verifier|pkce/i.test(text)) return "pkce";
   return "token_exchange";
 }
