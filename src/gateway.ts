@@ -206,7 +206,8 @@ export class Gateway {
     exchange.authMethod = principal.method;
     const deprecation = this.#deprecations.get(principal.authenticator);
     if (deprecation) {
-      exchange.responseHeaders = deprecation;
+      // A copy: the per-authenticator object is shared, and this request may add its own headers (cookies).
+      exchange.responseHeaders = { ...exchange.responseHeaders, ...deprecation };
       this.#deps.metrics.deprecatedAuthCalls.inc({ authenticator: principal.authenticator });
     }
     const rules = callerRules(route, principal);
