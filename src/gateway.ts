@@ -14,7 +14,7 @@ import { normalizeTarget } from "./proxy/normalize.ts";
 import { buildHeaderPolicy, checkRawHeaders, forwardableRequestHeaders, type HeaderPolicy } from "./proxy/headers.ts";
 import { readBody, parseJsonStrict, parseJsonLenient } from "./proxy/body.ts";
 import type { ForwardResult } from "./proxy/forward.ts";
-import { requestHasBody, isJson, appendForwarded } from "./proxy/request.ts";
+import { requestHasBody, isForm, appendForwarded } from "./proxy/request.ts";
 import { TollgateError, sendError, sendErrorOnSocket, toTollgateError } from "./proxy/errors.ts";
 import { extractCredential } from "./auth/credential.ts";
 import { AuthChain, refusedBy } from "./auth/chain.ts";
@@ -136,6 +136,8 @@ export class Gateway {
       const result = await upstream.forwarder.forward({ method: req.method!, path, headers, body, responseHeaders: exchange.responseHeaders }, res, observer, [this.#requestIdHeader, exchange.requestId]);
       exchange.forwarded = result;
       if (observer) await accountUsage(exchange, observer, result, { prices: this.#prices, metrics: this.#deps.metrics, logger: this.#deps.logger, charsPerToken: this.policy.limits.charsPerToken });
+      // Unmetered (`meter: limited`, no token or budget limit here): leases and reservations are still given back.
+      else await exchange.admission?.settle(NO_USAGE, result.outcome).catch(() => {});
       exchange.status = result.status;
       if (result.outcome !== "complete") {
         exchange.reason = result.outcome;
@@ -201,7 +203,7 @@ export class Gateway {
     exchange.route = route;
 
     const credential = extractCredential(req.headers);
-    const principal = await this.#chains.get(route.name)!.authenticate({ credential, headers: req.headers, remoteAddress: exchange.remoteAddress, setCookie: (c) => exchange.setCookie(c) });
+    const principal = await this.#chains.get(route.name)!.authenticate({ credential, method: req.method ?? "GET", headers: req.headers, remoteAddress: exchange.remoteAddress, setCookie: (c) => exchange.setCookie(c) });
     exchange.principal = principal;
     exchange.authMethod = principal.method;
     const deprecation = this.#deprecations.get(principal.authenticator);
@@ -215,9 +217,16 @@ export class Gateway {
 
     const upstream = this.#upstreams.get(route.upstream)!;
     const checksModel = route.restrictsModels || principal.models !== undefined;
-    // Azure deployments and Bedrock model ids name the model in the path; otherwise it is the JSON body's.
+    // Azure deployments and Bedrock model ids name the model in the path; WebSocket sessions (Realtime) in the
+    // query; otherwise it is the JSON body's.
     if (route.modelFromPath) exchange.model = route.modelFromPath(match.params);
-    const checksBodyModel = checksModel && !route.modelFromPath;
+    else if (upgrade) {
+      const query = new URLSearchParams(target.search);
+      const named = query.get("model") ?? query.get("deployment");
+      if (named) exchange.model = route.modelAlias(named);
+      else if (checksModel) throw new TollgateError("model_required", "This route requires a `model` query parameter.");
+    }
+    const checksBodyModel = checksModel && !route.modelFromPath && !upgrade;
     const hasBody = !upgrade && requestHasBody(req);
     exchange.meters = !upgrade && (this.#meterAll || this.#engine.meters(route.name));
     // Reading the body for estimates, or for a model that limits are keyed by, never turns bad JSON into an error.
@@ -228,10 +237,10 @@ export class Gateway {
     if (hasBody && (checksBodyModel || upstream.identity.setsOpenAiUser || upstream.credential.needsBody || readsBody)) {
       buffered = await readBody(req, route.maxBodyBytes);
       body = buffered;
-      const strict = checksBodyModel || (upstream.identity.setsOpenAiUser && isJson(req));
-      if (strict || (readsBody && isJson(req))) {
-        // Only a check or a rewrite makes bad JSON our problem; metering alone estimates from the length.
-        const parsed = strict ? parseJsonStrict(buffered) : parseJsonLenient(buffered);
+      // Parsed whatever the Content-Type says: upstreams such as LiteLLM read any non-form body as JSON, so a
+      // `text/plain` label must not hide the model from limits and budgets. Only a model check makes bad JSON a 400.
+      if (checksBodyModel || !isForm(req)) {
+        const parsed = checksBodyModel ? parseJsonStrict(buffered) : parseJsonLenient(buffered);
         if (parsed && typeof parsed === "object" && !Array.isArray(parsed)) json = parsed as Record<string, unknown>;
         else if (checksBodyModel) throw new TollgateError("model_required");
       }

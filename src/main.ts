@@ -106,6 +106,11 @@ async function main(argv: string[]): Promise<number> {
 
 class UsageError extends Error {}
 
+// A last line of defence: a promise nobody awaited is logged, never a silent crash of every open stream.
+process.on("unhandledRejection", (reason) => {
+  process.stderr.write(`tollgate: unhandled rejection: ${reason instanceof Error ? reason.message : String(reason)}\n`);
+});
+
 main(process.argv.slice(2)).then(
   (code) => {
     if (code >= 0) process.exit(code);

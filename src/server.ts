@@ -72,7 +72,8 @@ export class TollgateServer {
   /** Starts both listeners; resolves with the bound ports (useful when the policy says port 0). */
   async start(): Promise<{ port: number; adminPort: number }> {
     const { listen, admin } = this.#gateway.policy.server;
-    this.#data = createServer({ keepAliveTimeout: 65_000, headersTimeout: 30_000, requestTimeout: 0 }, (req, res) => this.#onRequest(req, res));
+    // requestTimeout bounds receiving a request (a stalled upload), never the response: streams may run for long.
+    this.#data = createServer({ keepAliveTimeout: 65_000, headersTimeout: 30_000, requestTimeout: this.#gateway.policy.server.requestTimeout }, (req, res) => this.#onRequest(req, res));
     this.#data.on("upgrade", (req: IncomingMessage, socket: Socket, head: Buffer) => this.#onUpgrade(req, socket, head));
     this.#data.on("clientError", (err: NodeJS.ErrnoException, socket: Socket) => {
       if (!socket.writable) return void socket.destroy();
@@ -121,6 +122,8 @@ export class TollgateServer {
   }
 
   #onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
+    // Node stops listening for socket errors once it hands over an upgrade: a reset must not kill the process.
+    socket.on("error", () => socket.destroy());
     if (this.#draining) {
       socket.destroy();
       return;

@@ -5,6 +5,8 @@ import type { DeprecationConfig } from "../config/authenticators.ts";
 
 export interface AuthRequest {
   readonly credential: Credential | undefined;
+  /** The HTTP method (browser sessions refuse cross-site state-changing requests). */
+  readonly method?: string | undefined;
   readonly headers: IncomingHttpHeaders;
   /** The TCP peer, never a forwarded-for header. */
   readonly remoteAddress: string;

@@ -26,6 +26,7 @@ const server = z
     admin: listener.prefault({ port: 9090 }),
     shutdownGrace: duration.prefault(30).describe("How long SIGTERM waits for in-flight requests and streams"),
     maxBodyBytes: z.number().int().positive().default(10 * 1024 * 1024).describe("Largest request body read for a model check; larger is 413"),
+    requestTimeout: duration.prefault("300s").describe("Longest time to receive a whole request (headers and body); responses are not limited"),
     requestIdHeader: headerName.default("x-request-id"),
     trustRequestId: z.boolean().default(true).describe("Propagate a well-formed incoming request id instead of generating one"),
     watch: z.boolean().default(true).describe("Reload the policy when its file changes (SIGHUP always reloads)"),

@@ -14,7 +14,14 @@ export interface ReadinessSource {
 }
 
 export function createAdminServer(metrics: Metrics, readiness: ReadinessSource): Server {
-  return createServer(async (req, res) => {
+  return createServer((req, res) => {
+    serve(req, res).catch(() => {
+      if (!res.headersSent) json(res, 400, { error: "bad request" });
+      else res.destroy();
+    });
+  });
+
+  async function serve(req: import("node:http").IncomingMessage, res: import("node:http").ServerResponse): Promise<void> {
     const url = new URL(req.url ?? "/", "http://admin");
     const path = url.pathname;
     if (req.method !== "GET" && req.method !== "HEAD") {
@@ -48,7 +55,7 @@ export function createAdminServer(metrics: Metrics, readiness: ReadinessSource):
       default:
         json(res, 404, { error: "not found" });
     }
-  });
+  }
 }
 
 function json(res: import("node:http").ServerResponse, status: number, body: unknown): void {

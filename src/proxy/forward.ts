@@ -142,7 +142,11 @@ export class Forwarder {
             if (settled) return;
             const mapped = mapUpstreamError(err);
             if (res.headersSent) res.destroy();
-            else if (!res.destroyed) sendError(res, mapped, requestId);
+            else if (!res.destroyed) {
+              // Tollgate's own headers (a refreshed session cookie, rate limits) go out with the error too.
+              if (req.responseHeaders) for (const [name, value] of Object.entries(req.responseHeaders)) res.setHeader(name, value);
+              sendError(res, mapped, requestId);
+            }
             finish(res.destroyed && !res.headersSent ? "client_aborted" : "upstream_error", mapped);
           },
         },

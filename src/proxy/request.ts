@@ -7,9 +7,10 @@ export function requestHasBody(req: IncomingMessage): boolean {
   return req.headers["transfer-encoding"] !== undefined;
 }
 
-export function isJson(req: IncomingMessage): boolean {
+/** Form bodies (multipart uploads such as audio transcriptions, urlencoded) are not JSON whatever they contain. */
+export function isForm(req: IncomingMessage): boolean {
   const type = req.headers["content-type"];
-  return type === undefined || /^application\/([\w.+-]*\+)?json\b/i.test(type);
+  return type !== undefined && /^(multipart\/form-data|application\/x-www-form-urlencoded)\b/i.test(type);
 }
 
 export function appendForwarded(headers: Record<string, string | string[]>, req: IncomingMessage, peer: string): void {

@@ -8,7 +8,6 @@ import { createProxyServer, type ProxyServer } from "http-proxy-3";
 export class WebSocketTunnel {
   readonly #proxy: ProxyServer;
   readonly #url: URL;
-  readonly #sockets = new Set<Duplex>();
 
   constructor(upstreamUrl: string, connectTimeoutMs: number) {
     this.#url = new URL(upstreamUrl);
@@ -24,13 +23,11 @@ export class WebSocketTunnel {
   open(req: IncomingMessage, socket: Duplex, head: Buffer, path: string, headers: Record<string, string | string[]>): void {
     req.headers = headers;
     req.url = path;
-    this.#sockets.add(socket);
-    socket.once("close", () => this.#sockets.delete(socket));
     this.#proxy.ws(req, socket, head);
   }
 
+  /** Stops new tunnels; open sessions keep running (a reload must not cut them; shutdown closes them). */
   async close(): Promise<void> {
-    for (const socket of this.#sockets) socket.destroy();
     this.#proxy.close();
   }
 }

@@ -100,6 +100,7 @@ export class SessionAuthenticator implements Authenticator {
     const cookies = parseCookies(typeof req.headers.cookie === "string" ? req.headers.cookie : undefined);
     const sealed = readChunked(cookies, this.#cookieName);
     if (!sealed) return undefined;
+    this.#checkSameSite(req);
     const now = this.#deps.clock.now();
     const opened = await this.#sessions.open(sealed, now);
     if (!opened) throw new TollgateError("invalid_session", undefined, undefined, "unreadable");
@@ -119,13 +120,28 @@ export class SessionAuthenticator implements Authenticator {
     return this.#principalOf(session);
   }
 
+  /**
+   * A cookie travels with cross-site requests a page on a sibling subdomain can make (SameSite=Lax stops only
+   * other sites' POSTs): state-changing requests must come from this site's own pages.
+   */
+  #checkSameSite(req: AuthRequest): void {
+    const method = req.method ?? "GET";
+    if (method === "GET" || method === "HEAD" || method === "OPTIONS") return;
+    const origin = req.headers.origin;
+    const fetchSite = req.headers["sec-fetch-site"];
+    if ((typeof origin === "string" && origin !== this.#origin) || fetchSite === "cross-site" || fetchSite === "same-site") {
+      throw new TollgateError("forbidden", "Cross-site requests with a session cookie are refused.", undefined, "cross_site");
+    }
+  }
+
   /** Serves {basePath}/login, /callback and /logout; resolves with the audit reason. */
   async serve(req: IncomingMessage, res: ServerResponse, path: string, search: string): Promise<string> {
     const params = new URLSearchParams(search);
     const cookies = parseCookies(req.headers.cookie);
     if (path.endsWith("/login")) return this.#login(res, params.get("next"));
     if (path.endsWith("/callback")) return this.#callback(res, search, cookies);
-    return this.#logout(res, cookies);
+    const fetchSite = req.headers["sec-fetch-site"];
+    return this.#logout(res, cookies, typeof fetchSite === "string" ? fetchSite : undefined);
   }
 
   async #login(res: ServerResponse, next: string | null): Promise<string> {
@@ -186,7 +202,9 @@ export class SessionAuthenticator implements Authenticator {
     return "signed_in";
   }
 
-  async #logout(res: ServerResponse, cookies: Map<string, string>): Promise<string> {
+  async #logout(res: ServerResponse, cookies: Map<string, string>, fetchSite: string | undefined): Promise<string> {
+    // A link on another site must not sign people out.
+    if (fetchSite === "cross-site") throw new TollgateError("forbidden", "Sign out from this site.", undefined, "cross_site");
     const now = this.#deps.clock.now();
     const sealed = readChunked(cookies, this.#cookieName);
     const session = sealed ? ((await this.#sessions.open(sealed, now)) as unknown as SessionPayload | undefined) : undefined;

@@ -153,5 +153,6 @@ export class MemoryStore implements Store {
     for (const [key, w] of this.#windows) if (w.expiresAt <= now) this.#windows.delete(key);
     for (const [key, leases] of this.#leases) if (this.#liveLeases(key, now).size === 0) this.#leases.delete(key);
     for (const [key, until] of this.#revoked) if (until <= now) this.#revoked.delete(key);
+    for (const [key, b] of this.#budgets) if (b.expireAt !== undefined && b.expireAt <= now) this.#budgets.delete(key);
   }
 }
