@@ -10,6 +10,7 @@ import { randomBytes } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { exportJWK, generateKeyPair, type JWK } from "jose";
+import { MemoryAdapter, type Stored } from "./oidc-adapter.ts";
 
 export interface BrowserAccount {
   password: string;
@@ -292,53 +293,4 @@ function escapeHtml(s: string): string {
 async function signingKey(): Promise<JWK> {
   const { privateKey } = await generateKeyPair("RS256", { extractable: true });
   return { ...(await exportJWK(privateKey)), kid: `sso-${randomBytes(6).toString("hex")}`, alg: "RS256", use: "sig" };
-}
-
-/**
- * The provider's storage: a per-model map (passing an adapter also avoids the built-in one's warning). Sessions,
- * interactions, grants, codes and tokens all live here; `findByUid` serves sessions, `revokeByGrantId` the
- * revocation of a grant's tokens after a code is replayed.
- */
-type Stored = Map<string, { payload: Record<string, unknown>; expiresAt: number }>;
-class MemoryAdapter {
-  private readonly model: string;
-  private readonly store: Stored;
-  constructor(model: string, store: Stored) {
-    this.model = model;
-    this.store = store;
-  }
-  private key(id: string): string {
-    return `${this.model}:${id}`;
-  }
-  async upsert(id: string, payload: Record<string, unknown>, expiresIn?: number): Promise<void> {
-    this.store.set(this.key(id), { payload, expiresAt: expiresIn ? Date.now() + expiresIn * 1000 : Infinity });
-  }
-  async find(id: string): Promise<Record<string, unknown> | undefined> {
-    const entry = this.store.get(this.key(id));
-    if (!entry) return undefined;
-    if (entry.expiresAt <= Date.now()) {
-      this.store.delete(this.key(id));
-      return undefined;
-    }
-    return entry.payload;
-  }
-  async findByUid(uid: string): Promise<Record<string, unknown> | undefined> {
-    for (const [key, entry] of this.store) {
-      if (key.startsWith(`${this.model}:`) && entry.payload.uid === uid && entry.expiresAt > Date.now()) return entry.payload;
-    }
-    return undefined;
-  }
-  async findByUserCode(): Promise<undefined> {
-    return undefined;
-  }
-  async consume(id: string): Promise<void> {
-    const entry = this.store.get(this.key(id));
-    if (entry) entry.payload.consumed = Math.floor(Date.now() / 1000);
-  }
-  async destroy(id: string): Promise<void> {
-    this.store.delete(this.key(id));
-  }
-  async revokeByGrantId(grantId: string): Promise<void> {
-    for (const [key, entry] of this.store) if (entry.payload.grantId === grantId) this.store.delete(key);
-  }
 }

@@ -10,6 +10,7 @@ import { randomBytes } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { exportJWK, generateKeyPair, type JWK } from "jose";
+import { MemoryAdapter } from "./oidc-adapter.ts";
 
 export interface TestUser {
   clientId: string;
@@ -112,7 +113,7 @@ export async function startOidcProvider(opts: OidcProviderOptions): Promise<Oidc
 
   const build = () => {
     provider = new Provider(issuer, {
-      adapter: (model: string) => new MapAdapter(model, store),
+      adapter: (model: string) => new MemoryAdapter(model, store),
       clients: [
         ...Object.values(users).map((u) => ({
           client_id: u.clientId,
@@ -257,47 +258,4 @@ async function listen(server: Server, port: number): Promise<void> {
       await new Promise((r) => setTimeout(r, 50));
     }
   }
-}
-
-/**
- * The provider's storage, kept outside the Provider instance so that tokens survive rotateKeys/stop/restart.
- * (Passing an adapter also avoids the built-in one's "development-only in-memory adapter" warning.) Only
- * client-credentials tokens are stored; no grants, sessions or user codes exist here.
- */
-class MapAdapter {
-  private readonly model: string;
-  private readonly store: Map<string, { payload: Record<string, unknown>; expiresAt: number }>;
-  constructor(model: string, store: Map<string, { payload: Record<string, unknown>; expiresAt: number }>) {
-    this.model = model;
-    this.store = store;
-  }
-  private key(id: string): string {
-    return `${this.model}:${id}`;
-  }
-  async upsert(id: string, payload: Record<string, unknown>, expiresIn?: number): Promise<void> {
-    this.store.set(this.key(id), { payload, expiresAt: expiresIn ? Date.now() + expiresIn * 1000 : Infinity });
-  }
-  async find(id: string): Promise<Record<string, unknown> | undefined> {
-    const entry = this.store.get(this.key(id));
-    if (!entry) return undefined;
-    if (entry.expiresAt <= Date.now()) {
-      this.store.delete(this.key(id));
-      return undefined;
-    }
-    return entry.payload;
-  }
-  async findByUid(): Promise<undefined> {
-    return undefined;
-  }
-  async findByUserCode(): Promise<undefined> {
-    return undefined;
-  }
-  async consume(id: string): Promise<void> {
-    const entry = this.store.get(this.key(id));
-    if (entry) entry.payload.consumed = Math.floor(Date.now() / 1000);
-  }
-  async destroy(id: string): Promise<void> {
-    this.store.delete(this.key(id));
-  }
-  async revokeByGrantId(): Promise<void> {}
 }
