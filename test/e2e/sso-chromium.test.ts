@@ -74,7 +74,7 @@ t.test("Chromium signs in through the provider's login form, holds an HttpOnly L
     viewport: { width: 800, height: 480 },
   });
   t.teardown(async () => {
-    const closed = await Promise.race([context.close().then(() => true), sleep(CLOSE_TIMEOUT_MS, false)]);
+    const closed = await Promise.race([context.close().then(() => true), sleep(CLOSE_TIMEOUT_MS, false, { ref: false })]);
     if (!closed) t.comment(`Chromium did not close within ${CLOSE_TIMEOUT_MS} ms`);
   });
   context.setDefaultTimeout(ACTION_TIMEOUT_MS);
