@@ -1,40 +1,54 @@
 /**
- * Tollgate's benchmark: the same closed-loop load straight to a stand-in upstream and through each proxy
- * configuration, JSON and SSE, at 1 and 32 connections. Prints req/s, p50/p99, the latency added and the
- * ratio to the direct call, the proxy's CPU time (requests per CPU-second), and whether every SSE event
- * arrived intact; writes the same to bench/results/.
+ * Tollgate's benchmark. The same load straight to a stand-in upstream, through nginx, HAProxy (jwt_verify), a
+ * bare undici forwarder and Tollgate in six configurations (public route, API key, JWT cached and first-seen,
+ * JWT + Redis rate limits, the full path with a budget): JSON and SSE closed loops at 1 and 32 connections
+ * and a JSON open loop at 2,000 req/s, in interleaved rounds (medians reported). Then Tollgate's RSS idle and
+ * with 1,000 held-open streams, and how fast a client disconnect aborts the upstream request. Prints one
+ * table with ratios to direct, nginx, HAProxy and the bare forwarder, and the issue's targets as PASS/FAIL;
+ * writes the same to bench/results/.
  *
- *   npm run bench                      # builds, then: node bench/run.ts
- *   node bench/run.ts --quick          # ~1 s per run
- *   node bench/run.ts --duration 10 --only tollgate,http-proxy-3 --connections 1,32,64
+ *   npm run bench                      # builds, then: node bench/run.ts   (~8 min)
+ *   node bench/run.ts --quick          # one short round (~2 min): a smoke test, not figures to quote
+ *   node bench/run.ts --only tollgate-full --cpu-prof
  *
- * Tollgate, the stand-in and the reference proxies run from Tollgate's build (dist/): run `npm run build` first.
+ * Tollgate, the stand-in and the Node peers run from Tollgate's build (dist/): run `npm run build` first.
  */
 import { parseArgs } from "node:util";
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync, statSync, readdirSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir, cpus } from "node:os";
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
-import { execFileSync } from "node:child_process";
-import { runLoad, fetchOnce, type Target } from "./lib/load.ts";
+import { runLoad, runOpenLoop, OPEN_LOOP_WARM, type LoadResult, type Spacing } from "./lib/load.ts";
 import { measure, type Pids } from "./lib/measure.ts";
-import { spawnPinned, readyMessage, stopAll, killAllNow, pinSelf, waitForQuiet, HAS_TASKSET, type Child } from "./lib/procs.ts";
-import { configurations, type Context, type Running } from "./lib/targets.ts";
-import { compareToDirect, markdownTable, ordered, NOISY, type Mode, type Row } from "./lib/report.ts";
+import { spawnPinned, readyMessage, stopAll, killAllNow, pinSelf, waitForQuiet, rssKiB, HAS_TASKSET, type Child } from "./lib/procs.ts";
+import { configurations, tokenCache, collectGarbage, type Configuration, type Context, type Running } from "./lib/targets.ts";
+import { compare, medianRows, markdownTable, ordered, workloadLabel, NOISY, type Row } from "./lib/report.ts";
 import { summarizeLog, type LogSummary } from "./lib/logs.ts";
+import { startIssuer, TOKEN_CACHE_ENTRIES, type BenchIssuer } from "./lib/issuer.ts";
+import { openRedis, type BenchRedis } from "./lib/redis.ts";
+import { StandInChannel, abortProbes, heldStreams, streamLines, type AbortFigures, type StreamFigures } from "./lib/streams.ts";
+import { Credentials, references, target, streamRequest, workloads, type Workload } from "./lib/workloads.ts";
+import { verdicts, verdictLines } from "./lib/verdicts.ts";
+import { checkBuild, gitDescribe } from "./lib/build.ts";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
 const RESULTS = join(ROOT, "bench", "results");
-const SSE_EVENTS = 20;
-const SSE_INTERVAL_MS = 20;
+const SPACING: Spacing = { count: 20, spacingMs: 20 };
 const JSON_BYTES = 1024;
+/** Configurations whose RSS with held-open streams and client-disconnect abort time are measured. */
+const STREAM_CONFIGS = ["tollgate-full", "tollgate-key"];
+const BASELINES = { direct: "direct", nginx: "nginx", haproxy: "haproxy-jwt", undici: "undici-dispatch" };
 
 const { values: opts } = parseArgs({
   options: {
     duration: { type: "string" },
     warmup: { type: "string" },
+    rounds: { type: "string" },
     quick: { type: "boolean", default: false },
     connections: { type: "string", default: "1,32" },
+    rate: { type: "string", default: "2000" },
+    streams: { type: "string" },
+    aborts: { type: "string" },
     only: { type: "string" },
     "no-pin": { type: "boolean", default: false },
     "no-write": { type: "boolean", default: false },
@@ -43,82 +57,69 @@ const { values: opts } = parseArgs({
   },
 });
 if (opts.help) {
-  process.stdout.write(`node bench/run.ts [--quick] [--duration S] [--warmup S] [--connections 1,32] [--only a,b] [--no-pin] [--no-write] [--cpu-prof]\n`);
+  process.stdout.write(
+    "node bench/run.ts [--quick] [--duration S] [--warmup S] [--rounds N] [--connections 1,32] [--rate 2000] [--streams 1000] [--aborts 20] [--only a,b] [--no-pin] [--no-write] [--cpu-prof]\n",
+  );
   process.exit(0);
 }
-const durationS = Number(opts.duration ?? (opts.quick ? 1 : 5));
-const warmupS = Number(opts.warmup ?? (opts.quick ? 0.3 : 1));
+const quick = opts.quick;
+const durationS = Number(opts.duration ?? (quick ? 1 : 3));
+const warmupS = Number(opts.warmup ?? (quick ? 0.3 : 1));
+const rounds = Number(opts.rounds ?? (quick ? 1 : 2));
+const openRate = Number(opts.rate);
+const streamCount = Number(opts.streams ?? (quick ? 200 : 1000));
+const abortTries = Number(opts.aborts ?? (quick ? 5 : 20));
 const connectionCounts = opts.connections.split(",").map(Number).filter((n) => n > 0);
-if (!(durationS > 0) || !(warmupS >= 0) || connectionCounts.length === 0) throw new Error("bad --duration, --warmup or --connections");
+if (!(durationS > 0) || !(warmupS >= 0) || !(rounds >= 1) || !(openRate >= 0) || !(streamCount >= 0) || !(abortTries >= 0) || connectionCounts.length === 0) {
+  throw new Error("bad --duration, --warmup, --rounds, --rate, --streams, --aborts or --connections");
+}
 
 /** How long each measurement waits at most for the machine to be quiet first. */
-const quietWaitMs = opts.quick ? 1000 : 1500;
+const quietWaitMs = quick ? 600 : 1000;
 /** Seconds the bench may spend measuring again the runs that other processes disturbed. */
-let retryBudgetS = opts.quick ? 5 : 30;
-
-async function measureQuietly(config: string, mode: Mode, target: Target, reference: Buffer, connections: number, pids: Pids, waitMs = quietWaitMs) {
-  const quiet = await waitForQuiet(waitMs);
-  if (quiet !== undefined && quiet >= NOISY) log(`  (the machine is busy: ${Math.round(quiet * 100)}% of its CPUs used by other work; measuring anyway)`);
-  return measure(config, mode, target, reference, connections, durationS * 1000, pids);
-}
+let retryBudgetS = quick ? 3 : 30;
 
 const log = (line: string) => process.stderr.write(line + "\n");
 
-function checkBuild(): void {
-  const dist = join(ROOT, "dist");
-  for (const f of ["server.js", "demo/stand-in-upstream.js", "auth/keys.js"]) {
-    if (!existsSync(join(dist, f))) throw new Error(`dist/${f} is missing: run \`npm run build\` first (npm run bench does)`);
-  }
-  const stale: string[] = [];
-  const walk = (dir: string) => {
-    for (const entry of readdirSync(dir, { withFileTypes: true })) {
-      const path = join(dir, entry.name);
-      if (entry.isDirectory()) walk(path);
-      else if (path.endsWith(".ts")) {
-        const built = join(dist, relative(join(ROOT, "src"), path)).replace(/\.ts$/, ".js");
-        if (!existsSync(built) || statSync(built).mtimeMs < statSync(path).mtimeMs) stale.push(relative(ROOT, path));
-      }
+/** Children, temp files, Redis keys and the JWKS server of this run; released at the end, on error and on Ctrl-C. */
+let tempDir: string | undefined;
+let redisHandle: BenchRedis | undefined;
+let issuerHandle: BenchIssuer | undefined;
+
+async function release(notes: string[]): Promise<void> {
+  await stopAll();
+  if (redisHandle) {
+    const r = redisHandle;
+    redisHandle = undefined;
+    try {
+      const deleted = await r.cleanup();
+      if (deleted > 0) log(`redis: deleted this run's ${deleted} key(s) under ${r.keyPrefix}`);
+    } catch (err) {
+      notes.push(`redis: could not delete the keys under ${r.keyPrefix}: ${(err as Error).message}`);
     }
-  };
-  walk(join(ROOT, "src"));
-  if (stale.length > 0) log(`warning: dist/ is older than ${stale.slice(0, 3).join(", ")}${stale.length > 3 ? " …" : ""}; run \`npm run build\` to bench the current source`);
-}
-
-/** The stand-in's own answers are the reference every proxied body is compared with, byte for byte. */
-async function references(upstreamUrl: string, key: string): Promise<Record<Mode, { target: (origin: string) => Target; body: Buffer }>> {
-  const headers = { "content-type": "application/json", authorization: `Bearer ${key}` };
-  const messages = [{ role: "user", content: "Say hello." }];
-  const bodies: Record<Mode, Buffer> = {
-    json: Buffer.from(JSON.stringify({ model: "gpt-4o-mini", messages })),
-    sse: Buffer.from(JSON.stringify({ model: "gpt-4o-mini", messages, stream: true, stream_options: { include_usage: true } })),
-  };
-  const target = (mode: Mode) => (origin: string): Target => ({ origin, path: "/v1/chat/completions", headers, body: bodies[mode] });
-  const json = await fetchOnce(target("json")(upstreamUrl));
-  const parsed = JSON.parse(json.body.toString("utf8")) as { usage?: unknown };
-  if (json.status !== 200 || !parsed.usage) throw new Error(`the stand-in's JSON answer is not a completion with usage (HTTP ${json.status})`);
-  const sse = await fetchOnce(target("sse")(upstreamUrl));
-  const events = sse.body.toString("utf8").split("\n\n").filter(Boolean);
-  const tokens = events.filter((e) => e.includes('"content":"tok')).length;
-  if (sse.status !== 200 || events.length !== SSE_EVENTS + 3 || tokens !== SSE_EVENTS || !events.some((e) => e.includes('"usage"')) || events.at(-1) !== "data: [DONE]") {
-    throw new Error(`the stand-in's SSE answer is not ${SSE_EVENTS} events + finish + usage + [DONE] (got ${events.length} events)`);
+    await r.close();
   }
-  log(`reference answers: JSON ${json.body.length} B; SSE ${events.length} events (${SSE_EVENTS} content, finish, usage, [DONE]), ${sse.body.length} B`);
-  return { json: { target: target("json"), body: json.body }, sse: { target: target("sse"), body: sse.body } };
-}
-
-function gitDescribe(): string | undefined {
-  try {
-    const commit = execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd: ROOT, encoding: "utf8" }).trim();
-    const dirty = execFileSync("git", ["status", "--porcelain", "--", "src"], { cwd: ROOT, encoding: "utf8" }).trim() !== "";
-    return dirty ? `${commit}+dirty-src` : commit;
-  } catch {
-    return undefined;
-  }
+  await issuerHandle?.close();
+  issuerHandle = undefined;
+  if (tempDir) rmSync(tempDir, { recursive: true, force: true });
+  tempDir = undefined;
 }
 
 async function main(): Promise<void> {
-  checkBuild();
+  checkBuild(ROOT, log);
   const keys = (await import(new URL("../dist/auth/keys.js", import.meta.url).href)) as typeof import("../src/auth/keys.ts");
+  const notes: string[] = [];
+  const wanted = opts.only ? new Set(["direct", ...opts.only.split(",").map((s) => s.trim())]) : undefined;
+  const pick = (list: Configuration[]) => list.filter((c) => (wanted ? wanted.has(c.name) : !c.optional));
+  const needsRedis = pick(configurations(undefined)).some((c) => c.redis);
+  const needsPool = pick(configurations(undefined)).some((c) => c.credential === "jwt-fresh");
+
+  // Tokens are signed before this process is pinned: the signing threads may use every core while nothing runs.
+  const signStart = performance.now();
+  const issuer = await startIssuer(needsPool ? TOKEN_CACHE_ENTRIES + 2000 : 0);
+  issuerHandle = issuer;
+  if (needsPool) log(`signed ${issuer.pool.length} RS256 tokens for the first-seen path in ${((performance.now() - signStart) / 1000).toFixed(1)} s (not measured)`);
+
   const multiCore = cpus().length >= 2;
   const pin = !opts["no-pin"] && HAS_TASKSET && multiCore;
   const loadCpu = pin ? 0 : undefined;
@@ -126,121 +127,225 @@ async function main(): Promise<void> {
   if (pin) pinSelf(0);
   if (!pin) log(`note: not pinning to CPUs (${opts["no-pin"] ? "--no-pin" : !HAS_TASKSET ? "taskset not found" : "fewer than 2 CPUs"}); figures are noisier`);
 
-  const all = configurations();
-  const wanted = opts.only ? new Set(["direct", ...opts.only.split(",").map((s) => s.trim())]) : undefined;
-  const chosen = all.filter((c) => (wanted ? wanted.has(c.name) : !c.optional));
-  const notes: string[] = [];
+  const redis = needsRedis ? await openRedis() : undefined;
+  if (typeof redis === "object") redisHandle = redis;
+  const all = configurations(typeof redis === "string" ? redis : undefined);
+  const chosen = pick(all);
   for (const c of chosen.filter((c) => c.unavailable)) notes.push(`${c.name}: ${c.unavailable}`);
   const runnable = chosen.filter((c) => !c.unavailable);
-  const modes: Mode[] = ["json", "sse"];
-  const perConfigS = modes.length * (warmupS + connectionCounts.length * (durationS + 0.6)) + 1;
-  const estimateS = runnable.length * perConfigS + 3;
-  log(`tollgate bench: ${runnable.map((c) => c.name).join(", ")}; JSON and SSE at ${connectionCounts.join(", ")} connection(s), ${durationS} s each (+${warmupS} s warm-up); about ${Math.ceil(estimateS)} s`);
+  const plan = workloads(connectionCounts, openRate);
+  const runS = (w: Workload) => durationS + 0.4 + (w.mode === "sse" ? 0.45 : 0);
+  const streamS = (STREAM_CONFIGS.filter((n) => runnable.some((c) => c.name === n)).length + 1) * (abortTries * 0.05 + streamCount / 50 * 0.06 + 4);
+  const estimateS = rounds * runnable.length * plan.reduce((s, w) => s + runS(w), 0) + runnable.length * (2 * warmupS + 1.5) + streamS + 10;
+  log(`tollgate bench: ${runnable.map((c) => c.name).join(", ")}`);
+  log(`  ${plan.map((w) => `${w.mode} ${workloadLabel(w)}`).join(", ")}; ${durationS} s each, ${rounds} interleaved round(s); about ${Math.ceil(estimateS / 60)} min`);
   for (const n of notes) log(`note: ${n}`);
   // Every loop below is bounded; this is the backstop should one not be.
+  const watchdogS = Math.ceil(estimateS * 2 + 120);
   const watchdog = setTimeout(() => {
-    log(`bench: still running after ${Math.ceil(estimateS * 2 + 60)} s; stopping everything`);
+    log(`bench: still running after ${watchdogS} s; stopping everything`);
     killAllNow();
     process.exit(1);
-  }, (estimateS * 2 + 60) * 1000);
+  }, watchdogS * 1000);
   watchdog.unref();
 
   const tmp = mkdtempSync(join(tmpdir(), "tollgate-bench-"));
   tempDir = tmp;
-  let upstream: Child | undefined;
-  const rows: Row[] = [];
+  const roundRows: Row[][] = [];
   const logs: Record<string, LogSummary | undefined> = {};
-  const referenceBytes: Record<Mode, number> = { json: 0, sse: 0 };
+  const caches: Record<string, { hit: number; miss: number } | undefined> = {};
+  const rss: Record<string, { startKiB: number | undefined; afterRoundsKiB?: number | undefined }> = {};
+  const streamFigures: StreamFigures[] = [];
+  let directAbort: AbortFigures | undefined;
+  const referenceBytes = { json: 0, sse: 0 };
   const started = new Date();
+  const sent = new Map<string, number>();
+  const count = (name: string, n: number) => sent.set(name, (sent.get(name) ?? 0) + n);
+  const live: { config: Configuration; running: Running }[] = [];
   try {
-    upstream = spawnPinned("stand-in", process.execPath, [join(ROOT, "bench/peers/stand-in.ts"), "--events", String(SSE_EVENTS), "--interval", String(SSE_INTERVAL_MS), "--bytes", String(JSON_BYTES)], { cpu: loadCpu, ipc: true });
-    const { port: upstreamPort, url: upstreamUrl } = await readyMessage<{ port: number; url: string }>(upstream);
+    const upstream: Child = spawnPinned("stand-in", process.execPath, [join(ROOT, "bench/peers/stand-in.ts"), "--events", String(SPACING.count), "--interval", String(SPACING.spacingMs), "--bytes", String(JSON_BYTES)], { cpu: loadCpu, ipc: true });
+    const ready = await readyMessage<{ port: number; url: string; holdUrl: string }>(upstream);
+    const channel = new StandInChannel(upstream.process);
     const key = keys.generateApiKey();
+    const credentials = new Credentials(key, issuer);
     const profileDir = opts["cpu-prof"] ? join(RESULTS, "profiles", started.toISOString().replace(/:/g, "-")) : undefined;
-    if (profileDir) log(`CPU profiles of the proxies (profiling slows them: figures not comparable): ${relative(ROOT, profileDir)}`);
-    const ctx: Context = { upstreamUrl, upstreamPort, keyHash: keys.hashApiKey(key), tmp, proxyCpu, profileDir };
-    const refs = await references(upstreamUrl, key);
-    referenceBytes.json = refs.json.body.length;
-    referenceBytes.sse = refs.sse.body.length;
+    if (profileDir) log(`CPU profiles of the Node proxies (profiling slows them: figures not comparable): ${relative(ROOT, profileDir)}`);
+    const ctx: Context = { upstreamUrl: ready.url, upstreamPort: ready.port, holdUrl: ready.holdUrl, keyHash: keys.hashApiKey(key), issuer, redis: typeof redis === "object" ? redis : undefined, tmp, proxyCpu, profileDir };
+    const refs = await references(ready.url, credentials.headers("key"), SPACING);
+    referenceBytes.json = refs.json.length;
+    referenceBytes.sse = refs.sse.length;
+    log(`reference answers: JSON ${refs.json.length} B; SSE ${SPACING.count + 3} events (${SPACING.count} content ${SPACING.spacingMs} ms apart, finish, usage, [DONE]), ${refs.sse.length} B`);
 
-    const pids = (running: Running): Pids => ({ proxy: running.pid, upstream: upstream!.pid });
     for (const config of runnable) {
-      let running: Running;
       try {
-        running = await config.start(ctx);
+        const running = await config.start(ctx);
+        live.push({ config, running });
+        if (config.tollgate && running.pid) rss[config.name] = { startKiB: rssKiB(running.pid) };
       } catch (err) {
         notes.push(`${config.name}: could not start: ${(err as Error).message.split("\n")[0]}`);
         log(`${config.name}: could not start: ${(err as Error).message}`);
-        continue;
       }
-      let sent = 0;
-      try {
-        for (const mode of modes) {
-          const ref = refs[mode];
-          const target = ref.target(running.origin);
-          if (warmupS > 0) sent += (await runLoad(target, ref.body, Math.max(...connectionCounts), warmupS * 1000)).requests;
-          for (const connections of connectionCounts) {
-            let row = await measureQuietly(config.name, mode, target, ref.body, connections, pids(running));
-            sent += row.requests;
-            // A neighbour's burst of work skews a run: measure it again while the retry budget lasts.
-            if ((row.otherCpu ?? 0) > NOISY && retryBudgetS >= durationS) {
-              retryBudgetS -= durationS;
-              log(`  (other processes used ${Math.round((row.otherCpu ?? 0) * 100)}% of a core during that run; measuring it again)`);
-              const again = await measureQuietly(config.name, mode, target, ref.body, connections, pids(running), quietWaitMs * 2);
-              sent += again.requests;
-              if ((again.otherCpu ?? 0) < (row.otherCpu ?? 0)) row = again;
-            }
-            rows.push(row);
-            const problems = row.requests - row.intact;
-            log(`  ${config.name.padEnd(16)} ${mode.padEnd(4)} ${String(connections).padStart(3)} conn: ${row.rps.toFixed(1).padStart(8)} req/s  p50 ${row.p50Ms?.toFixed(2)} ms  p99 ${row.p99Ms?.toFixed(2)} ms${problems ? `  ${problems} NOT INTACT (${row.firstError})` : ""}`);
-            if (running.child && running.child.process.exitCode !== null) throw new Error(`${config.name} exited during the run\n${running.child.stderr()}`);
+    }
+    const headersOf = new Map(live.map(({ config }) => [config.name, credentials.supplier(config.credential)]));
+    const pids = (l: (typeof live)[number]): Pids => ({ proxy: l.running.pid, upstream: upstream.pid, ...(l.config.redis && typeof redis === "object" ? { redis: redis.pid } : {}) });
+    const failed = new Set<string>();
+
+    // Warm-up (not counted): JIT, connection pools, the JWKS fetch, Redis scripts.
+    for (const l of live) {
+      const headers = headersOf.get(l.config.name)!;
+      for (const body of ["json", "sse"] as const) {
+        const r = await runLoad(target(l.running.origin, body, headers), refs[body], Math.max(...connectionCounts), Math.max(warmupS, body === "sse" ? 0.5 : 0) * 1000, body === "sse" ? SPACING : undefined);
+        count(l.config.name, r.requests);
+        if (r.intact < r.requests) log(`  ${l.config.name} warm-up ${body}: ${r.requests - r.intact} of ${r.requests} not intact (${r.firstError})`);
+      }
+    }
+
+    const runOne = async (l: (typeof live)[number], w: Workload, round: number): Promise<Row> => {
+      const body = w.mode === "sse" ? "sse" : "json";
+      const t = target(l.running.origin, body, headersOf.get(l.config.name)!);
+      const load = (): Promise<LoadResult> => (w.mode === "open" ? runOpenLoop(t, refs.json, w.rate!, durationS * 1000) : runLoad(t, refs[body], w.connections, durationS * 1000, w.mode === "sse" ? SPACING : undefined));
+      const measured = async (waitMs: number) => {
+        const quiet = await waitForQuiet(waitMs);
+        if (quiet !== undefined && quiet >= NOISY) log(`  (the machine is busy: ${Math.round(quiet * 100)}% of its CPUs used by other work; measuring anyway)`);
+        const row = await measure(l.config.name, w.mode, load, pids(l));
+        count(l.config.name, row.requests + (w.mode === "open" ? OPEN_LOOP_WARM : 0));
+        return row;
+      };
+      let row = await measured(quietWaitMs);
+      // A neighbour's burst of work skews a run: measure it again while the retry budget lasts.
+      if ((row.otherCpu ?? 0) > NOISY && retryBudgetS >= durationS) {
+        retryBudgetS -= durationS;
+        log(`  (other processes used ${Math.round((row.otherCpu ?? 0) * 100)}% of a core during that run; measuring it again)`);
+        const again = await measured(quietWaitMs * 2);
+        if ((again.otherCpu ?? 0) < (row.otherCpu ?? 0)) row = again;
+      }
+      const problems = row.requests - row.intact;
+      const f = (v: number | undefined) => (v === undefined ? "-" : v.toFixed(2));
+      log(
+        `  r${round + 1} ${l.config.name.padEnd(18)} ${w.mode.padEnd(4)} ${workloadLabel(w).padStart(6)}: ${row.rps.toFixed(1).padStart(8)} req/s  p50 ${f(row.p50Ms)}  p99 ${f(row.p99Ms)}  p99.9 ${f(row.p999Ms)} ms` +
+          `${row.requestsPerProxyCpuS ? `  ${Math.round(row.requestsPerProxyCpuS)} req/CPU-s` : ""}${problems ? `  ${problems} NOT INTACT (${row.firstError})` : ""}`,
+      );
+      return row;
+    };
+
+    for (let round = 0; round < rounds; round++) {
+      // Interleaved: every configuration runs each workload before the next workload starts; odd rounds go backwards.
+      const order = round % 2 === 0 ? live : [...live].reverse();
+      const rows: Row[] = [];
+      for (const w of plan) {
+        for (const l of order) {
+          if (failed.has(l.config.name)) continue;
+          try {
+            rows.push(await runOne(l, w, round));
+            if (l.running.child && l.running.child.process.exitCode !== null) throw new Error(`exited during the run\n${l.running.child.stderr()}`);
+          } catch (err) {
+            failed.add(l.config.name);
+            notes.push(`${l.config.name}: ${(err as Error).message.split("\n")[0]}`);
+            log(`${l.config.name}: ${(err as Error).message}`);
           }
         }
-      } catch (err) {
-        notes.push(`${config.name}: ${(err as Error).message.split("\n")[0]}`);
-        log(`${config.name}: ${(err as Error).message}`);
-      } finally {
-        await running.stop();
       }
-      if (running.logFile) {
-        const summary = await summarizeLog(running.logFile);
-        logs[config.name] = summary;
-        if (summary) {
-          if (summary.auditLines !== sent) notes.push(`${config.name}: ${sent} requests sent but ${summary.auditLines} audit lines written`);
-          const notAllowed = summary.auditLines - (summary.reasons.allowed ?? 0);
-          if (notAllowed > 0 || summary.problemCount > 0) notes.push(`${config.name}: audit: ${JSON.stringify(summary.reasons)}; statuses ${JSON.stringify(summary.statuses)}; ${summary.problemCount} warning/error log line(s)${summary.problems[0] ? `, first: ${summary.problems[0]}` : ""}`);
+      roundRows.push(rows);
+    }
+
+    // The JWT cache's own count of hits and misses: the first-seen path must miss, the reused token hit.
+    for (const l of live.filter((x) => x.config.credential.startsWith("jwt") && x.config.tollgate)) caches[l.config.name] = await tokenCache(l.running.adminOrigin);
+    // What the round instances hold once the load is over (heap grown under load, garbage not yet collected).
+    await new Promise((r) => setTimeout(r, 1000));
+    for (const l of live) if (l.config.tollgate && l.running.pid && rss[l.config.name]) rss[l.config.name]!.afterRoundsKiB = rssKiB(l.running.pid);
+
+    // Long-lived streams, on a fresh process of each configuration (a heap that served minutes of load would
+    // hide the streams' memory in its garbage): RSS at start, idle after a short warm-up, with N streams held
+    // open; then the client-disconnect abort time.
+    if (abortTries > 0 && live.length > 0) {
+      directAbort = await abortProbes(streamRequest(ready.holdUrl, credentials.headers("key")), channel, abortTries, "direct");
+      log(`  direct: client disconnect seen upstream after p50 ${directAbort.p50Ms?.toFixed(2)} ms, max ${directAbort.maxMs?.toFixed(2)} ms`);
+    }
+    for (const config of runnable.filter((c) => STREAM_CONFIGS.includes(c.name) && live.some((l) => l.config === c && !failed.has(c.name)))) {
+      let fresh: Running | undefined;
+      const name = `${config.name}-streams`;
+      try {
+        fresh = await config.start(ctx, "streams");
+        const figures: StreamFigures = { config: config.name, rssAtStartKiB: rssKiB(fresh.pid!), rssAfterRoundsKiB: rss[config.name]?.afterRoundsKiB };
+        const headers = credentials.headers(config.credential);
+        for (const body of ["json", "sse"] as const) count(name, (await runLoad(target(fresh.origin, body, headers), refs[body], 4, body === "json" ? 300 : 1, body === "sse" ? SPACING : undefined)).requests);
+        const req = streamRequest(fresh.origin, headers);
+        if (streamCount > 0) {
+          figures.held = await heldStreams(req, fresh.pid!, channel, streamCount, collectGarbage(fresh));
+          count(name, figures.held.opened);
+          const h = figures.held;
+          log(
+            `  ${config.name} (fresh process): RSS ${figures.rssAtStartKiB} KiB at start, ${h.rssIdleKiB} KiB idle (${h.rssIdleGcKiB} after GC) → ${h.rssOpenKiB} KiB with ${h.opened}/${h.streams} streams open (${h.rssOpenGcKiB} after GC; ` +
+              `${h.perStreamKiB?.toFixed(1)} KiB each, ${h.perStreamGcKiB?.toFixed(1)} after GC; upstream saw ${h.upstreamOpen}) → ${h.rssAfterKiB} KiB after; all upstream streams closed ${h.allClosedMs?.toFixed(0)} ms after the clients left`,
+          );
+        }
+        if (abortTries > 0) {
+          figures.abort = await abortProbes(req, channel, abortTries, config.name);
+          count(name, abortTries - figures.abort.failed);
+          log(`  ${config.name}: client disconnect aborted upstream after p50 ${figures.abort.p50Ms?.toFixed(2)} ms, max ${figures.abort.maxMs?.toFixed(2)} ms (${figures.abort.notAborted} not aborted, ${figures.abort.failed} failed)`);
+        }
+        streamFigures.push(figures);
+      } catch (err) {
+        notes.push(`${name}: ${(err as Error).message.split("\n")[0]}`);
+        log(`${name}: ${(err as Error).message}`);
+      } finally {
+        if (fresh) {
+          await fresh.stop();
+          live.push({ config: { ...config, name }, running: { ...fresh, stop: async () => undefined } });
         }
       }
     }
   } finally {
-    await stopAll();
-    rmSync(tmp, { recursive: true, force: true });
+    await Promise.all(live.map((l) => l.running.stop()));
+    for (const l of live) {
+      if (!l.running.logFile) continue;
+      const summary = await summarizeLog(l.running.logFile);
+      logs[l.config.name] = summary;
+      if (!summary) continue;
+      const expected = sent.get(l.config.name) ?? 0;
+      if (summary.auditLines !== expected) notes.push(`${l.config.name}: ${expected} requests sent but ${summary.auditLines} audit lines written`);
+      const unexpected = Object.entries(summary.reasons).filter(([reason]) => reason !== "allowed" && reason !== "client_aborted");
+      if (unexpected.length > 0 || summary.problemCount > 0) notes.push(`${l.config.name}: audit: ${JSON.stringify(summary.reasons)}; statuses ${JSON.stringify(summary.statuses)}; ${summary.problemCount} warning/error log line(s)${summary.problems[0] ? `, first: ${summary.problems[0]}` : ""}`);
+    }
+    await release(notes);
   }
 
-  compareToDirect(rows, "direct");
-  const table = ordered(rows, all.map((c) => c.name));
+  for (const rows of roundRows) compare(rows, BASELINES);
+  const order = all.map((c) => c.name);
+  const table = ordered(medianRows(roundRows.flat()), order);
+  const judged = verdicts(table, streamFigures);
   process.stdout.write("\n" + markdownTable(table) + "\n\n");
+  process.stdout.write(streamLines(streamFigures, directAbort) + "\n\n");
+  process.stdout.write(verdictLines(judged) + "\n\n");
   for (const row of table) {
-    if (row.requests !== row.intact) process.stdout.write(`! ${row.config} ${row.mode} ${row.connections} conn: ${row.requests - row.intact} of ${row.requests} responses not intact (${row.non200} non-200, ${row.mismatched} differing bodies, ${row.transportErrors} transport errors; first: ${row.firstError})\n`);
+    if (row.requests !== row.intact) process.stdout.write(`! ${row.config} ${row.mode} ${workloadLabel(row)}: ${row.requests - row.intact} of ${row.requests} responses not intact (${row.non200} non-200, ${row.mismatched} differing bodies, ${row.transportErrors} transport errors; first: ${row.firstError})\n`);
   }
   const noisy = table.filter((r) => (r.otherCpu ?? 0) > NOISY);
-  if (noisy.length > 0) process.stdout.write(`! ${noisy.length} row(s) marked "!" ran while other processes used more than ${NOISY * 100}% of a core: rerun when the machine is quiet\n`);
+  if (noisy.length > 0) process.stdout.write(`! ${noisy.length} row(s) marked "!" ran while other processes used more than ${NOISY * 100}% of a core in at least one round: rerun when the machine is quiet\n`);
+  for (const [name, c] of Object.entries(caches)) if (c) notes.push(`${name}: JWT cache ${c.hit} hits, ${c.miss} misses (warm-up and stream tests included)`);
   for (const n of notes) process.stdout.write(`note: ${n}\n`);
 
   const report = {
     date: started.toISOString(),
-    tollgate: gitDescribe(),
+    tollgate: gitDescribe(ROOT),
     node: process.version,
     cpus: cpus().length,
     cpuModel: cpus()[0]?.model,
-    pinning: pin ? { loadGeneratorAndStandIn: loadCpu, proxy: proxyCpu } : null,
+    pinning: pin ? { loadGeneratorStandInAndJwks: loadCpu, proxy: proxyCpu } : null,
     durationS,
     warmupS,
+    rounds,
     connections: connectionCounts,
-    workload: { json: { responseBytes: referenceBytes.json }, sse: { events: SSE_EVENTS, intervalMs: SSE_INTERVAL_MS, usageChunk: true, done: true, responseBytes: referenceBytes.sse } },
-    loadGenerator: "bench/lib/load.ts: closed loop, one undici Client per connection, pipelining 1",
-    configurations: all.map((c) => ({ name: c.name, description: c.description, ...(c.unavailable ? { skipped: c.unavailable } : {}) })),
+    openLoopRate: openRate,
+    workload: { json: { responseBytes: referenceBytes.json }, sse: { events: SPACING.count, intervalMs: SPACING.spacingMs, usageChunk: true, done: true, responseBytes: referenceBytes.sse } },
+    loadGenerator: "bench/lib/load.ts: closed loop (one undici Client per connection, pipelining 1) and open loop (latency from the intended send time)",
+    configurations: all.map((c) => ({ name: c.name, description: c.description, credential: c.credential, ...(c.unavailable ? { skipped: c.unavailable } : {}) })),
     rows: table,
+    roundRows,
+    targets: judged,
+    streams: { perConfig: streamFigures, directAbort },
+    rssKiB: rss,
+    jwtCache: caches,
     tollgateLogs: logs,
     notes,
   };
@@ -256,9 +361,6 @@ async function main(): Promise<void> {
   clearTimeout(watchdog);
 }
 
-/** Policies, nginx config and Tollgate's log for this run; removed at the end, on error and on Ctrl-C too. */
-let tempDir: string | undefined;
-
 process.once("exit", () => {
   killAllNow();
   if (tempDir) rmSync(tempDir, { recursive: true, force: true });
@@ -266,12 +368,12 @@ process.once("exit", () => {
 for (const signal of ["SIGINT", "SIGTERM"] as const) {
   process.once(signal, () => {
     log(`bench: ${signal}; stopping children`);
-    void stopAll().finally(() => process.exit(130));
+    void release([]).finally(() => process.exit(130));
   });
 }
 
 main().catch(async (err: unknown) => {
   log(`bench failed: ${err instanceof Error ? err.stack : String(err)}`);
-  await stopAll();
+  await release([]);
   process.exitCode = 1;
 });

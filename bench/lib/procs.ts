@@ -154,9 +154,9 @@ export function killAllNow(): void {
   }
 }
 
-/** User + system CPU seconds of a process and its descendants (nginx workers), from /proc. */
-export function cpuSeconds(pid: number): number | undefined {
-  const pids = [pid, ...descendants(pid)];
+/** User + system CPU seconds of a process and (unless told not to) its descendants (nginx workers), from /proc. */
+export function cpuSeconds(pid: number, withDescendants = true): number | undefined {
+  const pids = withDescendants ? [pid, ...descendants(pid)] : [pid];
   let ticks = 0;
   let any = false;
   for (const p of pids) {
@@ -166,6 +166,16 @@ export function cpuSeconds(pid: number): number | undefined {
     ticks += stat.utime + stat.stime;
   }
   return any ? ticks / CLK_TCK : undefined;
+}
+
+/** Resident set size of a process in KiB (VmRSS from /proc/<pid>/status), all threads. */
+export function rssKiB(pid: number): number | undefined {
+  try {
+    const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function readStat(pid: number): { ppid: number; utime: number; stime: number } | undefined {

@@ -1,19 +1,25 @@
 /**
  * The configurations the bench compares. Each starts its proxy as a child process pinned to the proxy CPU
- * (nothing to start for `direct`) and says where to send requests.
+ * (nothing to start for `direct`), says where to send requests and which credential each request carries.
  */
 import { closeSync, mkdirSync, openSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { spawnPinned, readyMessage, waitForPort, freePort, stop, onPath, type Child } from "./procs.ts";
-import { tollgatePolicy, nginxConfig } from "./configs.ts";
+import { tollgatePolicy, nginxConfig, haproxyConfig, type PolicyOptions, type TollgateAuth } from "./configs.ts";
+import { AUDIENCE, type BenchIssuer } from "./issuer.ts";
+import type { BenchRedis } from "./redis.ts";
 
 const PEERS = fileURLToPath(new URL("../peers/", import.meta.url));
 
 export interface Context {
   upstreamUrl: string;
   upstreamPort: number;
+  holdUrl: string;
   keyHash: string;
+  issuer: BenchIssuer;
+  redis: BenchRedis | undefined;
   tmp: string;
   proxyCpu: number | undefined;
   /** Where Node proxies write a CPU profile (--cpu-prof), if asked. */
@@ -25,48 +31,83 @@ export interface Running {
   /** The proxy's pid, for its CPU time; undefined for direct. */
   pid: number | undefined;
   child: Child | undefined;
+  /** Tollgate's admin listener (metrics). */
+  adminOrigin?: string;
   /** Tollgate's stdout (audit and operational log lines). */
   logFile?: string;
   stop(): Promise<void>;
 }
 
+/** What each request carries: nothing, the API key, the one reused JWT, or the next token of the pool. */
+export type CredentialKind = "none" | "key" | "jwt" | "jwt-fresh";
+
 export interface Configuration {
   name: string;
   description: string;
+  credential: CredentialKind;
+  /** Tollgate configurations (audit log, metrics, held streams). */
+  tollgate: boolean;
+  /** Uses the machine's Redis. */
+  redis?: boolean;
   /** Why it is left out on this machine, if it is. */
   unavailable?: string;
   /** Diagnostic configurations run only when named in --only. */
   optional?: boolean;
-  start(ctx: Context): Promise<Running>;
+  /** `instance` names a second, separate process of the same configuration (its own policy, log and profile). */
+  start(ctx: Context, instance?: string): Promise<Running>;
 }
 
-async function startNodePeer(name: string, script: string, args: string[], ctx: Context, stdout?: number): Promise<Running> {
+async function startNodePeer(name: string, script: string, args: string[], ctx: Context, stdout?: number, nodeFlags: string[] = []): Promise<Running> {
   const profile = ctx.profileDir ? ["--cpu-prof", "--cpu-prof-dir", ctx.profileDir, "--cpu-prof-name", `${name}.cpuprofile`] : [];
-  const child = spawnPinned(name, process.execPath, [...profile, join(PEERS, script), ...args], { cpu: ctx.proxyCpu, ipc: true, ...(stdout !== undefined ? { stdout } : {}) });
+  const child = spawnPinned(name, process.execPath, [...profile, ...nodeFlags, join(PEERS, script), ...args], { cpu: ctx.proxyCpu, ipc: true, ...(stdout !== undefined ? { stdout } : {}) });
   try {
-    const { port } = await readyMessage<{ port: number }>(child);
-    return { origin: `http://127.0.0.1:${port}`, pid: child.pid, child, stop: () => stop(child) };
+    const { port, adminPort } = await readyMessage<{ port: number; adminPort?: number }>(child);
+    return { origin: `http://127.0.0.1:${port}`, pid: child.pid, child, ...(adminPort ? { adminOrigin: `http://127.0.0.1:${adminPort}` } : {}), stop: () => stop(child) };
   } catch (err) {
     await stop(child);
     throw err;
   }
 }
 
-function tollgate(name: string, models: boolean, audit = true): Configuration {
+interface TollgateVariant {
+  name: string;
+  description: string;
+  auth: TollgateAuth;
+  credential: CredentialKind;
+  limits?: "rates" | "full";
+  models?: boolean;
+  audit?: boolean;
+  optional?: boolean;
+}
+
+function tollgate(v: TollgateVariant, redisProblem: string | undefined): Configuration {
   return {
-    name,
-    description:
-      (models
-        ? "Tollgate, API-key path, route with a models allow-list (body buffered, parsed and checked)"
-        : "Tollgate, API-key path, no model restriction (body streamed through untouched)") + (audit ? "" : ", audit log off (diagnostic)"),
-    ...(audit ? {} : { optional: true }),
-    async start(ctx) {
+    name: v.name,
+    description: v.description,
+    credential: v.credential,
+    tollgate: true,
+    ...(v.limits ? { redis: true } : {}),
+    ...(v.limits && redisProblem ? { unavailable: redisProblem } : {}),
+    ...(v.optional ? { optional: true } : {}),
+    async start(ctx, instance) {
+      const name = instance ? `${v.name}-${instance}` : v.name;
       const policy = join(ctx.tmp, `${name}.yaml`);
-      writeFileSync(policy, tollgatePolicy({ upstreamUrl: ctx.upstreamUrl, keyHash: ctx.keyHash, models, audit }));
+      const options: PolicyOptions = {
+        upstreamUrl: ctx.upstreamUrl,
+        holdUrl: ctx.holdUrl,
+        auth: v.auth,
+        keyHash: ctx.keyHash,
+        jwt: { issuer: ctx.issuer.issuer, jwksUri: ctx.issuer.jwksUri, audience: AUDIENCE },
+        ...(v.models ? { models: true } : {}),
+        ...(v.audit === false ? { audit: false } : {}),
+        ...(v.limits && ctx.redis ? { limits: { redisUrl: ctx.redis.url, keyPrefix: ctx.redis.keyPrefix, budget: v.limits === "full" } } : {}),
+      };
+      writeFileSync(policy, tollgatePolicy(options));
       const logFile = join(ctx.tmp, `${name}.log`);
       const fd = openSync(logFile, "w");
       try {
-        const running = await startNodePeer(name, "tollgate.ts", ["--policy", policy], ctx, fd);
+        // The held-streams instance may be asked over IPC to collect garbage (RSS of what the streams retain).
+        const running = await startNodePeer(name, "tollgate.ts", ["--policy", policy], ctx, fd, instance === "streams" ? ["--expose-gc"] : []);
         return { ...running, logFile };
       } finally {
         closeSync(fd); // the child holds its own copy
@@ -75,52 +116,145 @@ function tollgate(name: string, models: boolean, audit = true): Configuration {
   };
 }
 
-export function configurations(): Configuration[] {
-  const hasNginx = onPath("nginx");
+/** HAProxy with jwt_verify needs 2.5 or later; undefined when usable, else why not. */
+function haproxyProblem(): string | undefined {
+  if (!onPath("haproxy")) return "haproxy is not on PATH; skipped (apt-get install haproxy adds the JWT reference row)";
+  try {
+    const m = /version (\d+)\.(\d+)/.exec(execFileSync("haproxy", ["-v"], { encoding: "utf8" }));
+    if (!m || Number(m[1]) * 100 + Number(m[2]) < 205) return `haproxy ${m ? `${m[1]}.${m[2]}` : "(unknown version)"} has no jwt_verify (2.5 or later needed); skipped`;
+  } catch (err) {
+    return `haproxy -v failed (${(err as Error).message}); skipped`;
+  }
+  return undefined;
+}
+
+async function startNative(name: string, command: string, args: string[], port: number, ctx: Context): Promise<Running> {
+  const child = spawnPinned(name, command, args, { cpu: ctx.proxyCpu });
+  try {
+    await waitForPort(child, port);
+  } catch (err) {
+    await stop(child);
+    throw err;
+  }
+  return { origin: `http://127.0.0.1:${port}`, pid: child.pid, child, stop: () => stop(child) };
+}
+
+/**
+ * Every configuration, in table order. `redisProblem`: why Redis cannot be used here (undefined when it can).
+ * The references come first (direct, nginx, HAProxy, the bare undici forwarder), then Tollgate from the
+ * cheapest corridor to the full one, then diagnostics that run only with --only.
+ */
+export function configurations(redisProblem: string | undefined): Configuration[] {
+  const noNginx = onPath("nginx") ? undefined : "nginx is not on PATH; skipped (apt-get install nginx-light adds the reference row)";
+  const noHaproxy = haproxyProblem();
   return [
     {
       name: "direct",
       description: "the load generator straight to the stand-in upstream (the baseline)",
+      credential: "key",
+      tollgate: false,
       async start(ctx) {
         return { origin: ctx.upstreamUrl, pid: undefined, child: undefined, stop: async () => undefined };
       },
     },
-    tollgate("tollgate", false),
-    tollgate("tollgate-models", true),
-    tollgate("tollgate-no-audit", false, false),
-    {
-      name: "undici-dispatch",
-      description: "bare undici Pool.dispatch forwarder (what Tollgate's forwarder is built on), no auth",
-      start: (ctx) => startNodePeer("undici-dispatch", "undici-pool.ts", ["--target", ctx.upstreamUrl, "--api", "dispatch"], ctx),
-    },
-    {
-      name: "undici-stream",
-      description: "bare undici Pool.stream forwarder (the one measured in the issue), no auth",
-      start: (ctx) => startNodePeer("undici-stream", "undici-pool.ts", ["--target", ctx.upstreamUrl, "--api", "stream"], ctx),
-    },
-    {
-      name: "http-proxy-3",
-      description: "bare http-proxy-3 with a keep-alive http.Agent, no auth",
-      start: (ctx) => startNodePeer("http-proxy-3", "http-proxy-3.ts", ["--target", ctx.upstreamUrl], ctx),
-    },
     {
       name: "nginx",
-      description: "nginx, one worker, upstream keepalive, proxy_buffering off, no access log",
-      ...(hasNginx ? {} : { unavailable: "nginx is not on PATH; skipped (install it to add the reference row)" }),
+      description: "nginx as a plain reverse proxy: one worker, upstream keepalive, proxy_buffering off, no access log, no auth",
+      credential: "key",
+      tollgate: false,
+      ...(noNginx ? { unavailable: noNginx } : {}),
       async start(ctx) {
         const dir = join(ctx.tmp, "nginx");
         mkdirSync(dir, { recursive: true });
         const port = await freePort();
         writeFileSync(join(dir, "nginx.conf"), nginxConfig(dir, port, ctx.upstreamPort));
-        const child = spawnPinned("nginx", "nginx", ["-p", dir, "-c", join(dir, "nginx.conf"), "-g", "daemon off; master_process on;"], { cpu: ctx.proxyCpu });
-        try {
-          await waitForPort(child, port);
-        } catch (err) {
-          await stop(child);
-          throw err;
-        }
-        return { origin: `http://127.0.0.1:${port}`, pid: child.pid, child, stop: () => stop(child) };
+        return startNative("nginx", "nginx", ["-p", dir, "-c", join(dir, "nginx.conf"), "-g", "daemon off; master_process on;"], port, ctx);
       },
+    },
+    {
+      name: "haproxy-jwt",
+      description: "HAProxy, one thread, jwt_verify RS256 + iss/aud/exp checks on every request (no token cache), upstream keep-alive; a new token per request",
+      credential: "jwt-fresh",
+      tollgate: false,
+      ...(noHaproxy ? { unavailable: noHaproxy } : {}),
+      async start(ctx) {
+        const dir = join(ctx.tmp, "haproxy");
+        mkdirSync(dir, { recursive: true });
+        const publicKeyFile = join(dir, "jwt-public.pem");
+        writeFileSync(publicKeyFile, ctx.issuer.publicKeyPem);
+        const port = await freePort();
+        writeFileSync(join(dir, "haproxy.cfg"), haproxyConfig(port, ctx.upstreamPort, { issuer: ctx.issuer.issuer, audience: AUDIENCE, publicKeyFile }));
+        return startNative("haproxy", "haproxy", ["-db", "-f", join(dir, "haproxy.cfg")], port, ctx);
+      },
+    },
+    {
+      name: "undici-dispatch",
+      description: "bare undici Pool.dispatch forwarder (what Tollgate's forwarder is built on), no auth",
+      credential: "key",
+      tollgate: false,
+      start: (ctx) => startNodePeer("undici-dispatch", "undici-pool.ts", ["--target", ctx.upstreamUrl, "--api", "dispatch"], ctx),
+    },
+    tollgate({ name: "tollgate-public", description: "Tollgate, public route (no credential, no auth), metering, audit, metrics", auth: "public", credential: "none" }, redisProblem),
+    tollgate({ name: "tollgate-key", description: "Tollgate, API-key path (key hash lookup), no limits", auth: "key", credential: "key" }, redisProblem),
+    tollgate({ name: "tollgate-jwt", description: "Tollgate, JWT (RS256, JWKS), one token reused: the token cache hits", auth: "jwt", credential: "jwt" }, redisProblem),
+    tollgate({ name: "tollgate-jwt-fresh", description: "Tollgate, JWT, a token not in the cache on every request: full verification", auth: "jwt", credential: "jwt-fresh" }, redisProblem),
+    tollgate({ name: "tollgate-jwt-rate", description: "Tollgate, JWT (reused) + Redis rate limits (requests and tokens per user and model)", auth: "jwt", credential: "jwt", limits: "rates" }, redisProblem),
+    tollgate({ name: "tollgate-full", description: "Tollgate, the full path: JWT (reused) + Redis rate limits + a monthly team budget (reserve, settle)", auth: "jwt", credential: "jwt", limits: "full" }, redisProblem),
+    tollgate({ name: "tollgate-models", description: "Tollgate, API-key path with a models allow-list on the route (diagnostic)", auth: "key", credential: "key", models: true, optional: true }, redisProblem),
+    tollgate({ name: "tollgate-no-audit", description: "Tollgate, API-key path with the audit log off (diagnostic)", auth: "key", credential: "key", audit: false, optional: true }, redisProblem),
+    {
+      name: "undici-stream",
+      description: "bare undici Pool.stream forwarder, no auth (diagnostic)",
+      credential: "key",
+      tollgate: false,
+      optional: true,
+      start: (ctx) => startNodePeer("undici-stream", "undici-pool.ts", ["--target", ctx.upstreamUrl, "--api", "stream"], ctx),
+    },
+    {
+      name: "http-proxy-3",
+      description: "bare http-proxy-3 with a keep-alive http.Agent, no auth (diagnostic)",
+      credential: "key",
+      tollgate: false,
+      optional: true,
+      start: (ctx) => startNodePeer("http-proxy-3", "http-proxy-3.ts", ["--target", ctx.upstreamUrl], ctx),
     },
   ];
 }
+
+/** Tollgate's JWT cache counters, from its admin /metrics. */
+export async function tokenCache(adminOrigin: string | undefined): Promise<{ hit: number; miss: number } | undefined> {
+  if (!adminOrigin) return undefined;
+  try {
+    const text = await (await fetch(`${adminOrigin}/metrics`, { signal: AbortSignal.timeout(3000) })).text();
+    const value = (result: string) => Number(new RegExp(`^tollgate_token_cache_total\\{[^}]*result="${result}"[^}]*\\} (\\d+)`, "m").exec(text)?.[1] ?? 0);
+    const out = { hit: value("hit"), miss: value("miss") };
+    return out.hit + out.miss > 0 ? out : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Asks a Tollgate peer started with --expose-gc for a full garbage collection (bounded: 5 s). */
+export function collectGarbage(running: Running): () => Promise<{ heapUsed: number; external: number } | undefined> {
+  let seq = 0;
+  return () => {
+    const proc = running.child?.process;
+    if (!proc?.connected) return Promise.resolve(undefined);
+    const id = ++seq;
+    return new Promise((resolve) => {
+      const done = (memory: { heapUsed: number; external: number } | undefined) => {
+        clearTimeout(timer);
+        proc.off("message", onMessage);
+        resolve(memory);
+      };
+      const onMessage = (m: unknown) => {
+        const msg = m as { gc?: unknown; heapUsed?: unknown; external?: unknown } | null;
+        if (msg && typeof msg === "object" && msg.gc === id) done({ heapUsed: Number(msg.heapUsed), external: Number(msg.external) });
+      };
+      const timer = setTimeout(() => done(undefined), 5000);
+      proc.on("message", onMessage);
+      proc.send({ gc: id });
+    });
+  };
+}
+

@@ -1,0 +1,92 @@
+/**
+ * The performance issue's targets, judged from this run's figures (medians over the rounds). A target whose
+ * figures are missing (a peer not installed, a row broken) is reported as n/a, never as a pass.
+ */
+import type { Row } from "./report.ts";
+import type { StreamFigures } from "./streams.ts";
+
+export interface Verdict {
+  target: string;
+  measured: string;
+  pass: boolean | undefined;
+}
+
+
+const f2 = (v: number | undefined) => (v === undefined ? "n/a" : v.toFixed(2));
+const f3 = (v: number | undefined) => (v === undefined ? "n/a" : v.toFixed(3));
+const k = (v: number | undefined) => (v === undefined ? "n/a" : `${(v / 1000).toFixed(1)} k`);
+
+export function verdicts(rows: Row[], streams: StreamFigures[], fullName = "tollgate-full"): Verdict[] {
+  const row = (config: string, mode: Row["mode"], connections?: number) => rows.find((r) => r.config === config && r.mode === mode && (connections === undefined || r.connections === connections));
+  const out: Verdict[] = [];
+  const atMost = (target: string, v: number | undefined, limit: number, measured: string) => out.push({ target, measured, pass: v === undefined ? undefined : v <= limit });
+  const atLeast = (target: string, v: number | undefined, limit: number, measured: string) => out.push({ target, measured, pass: v === undefined ? undefined : v >= limit });
+
+  for (const [config, label] of [
+    [fullName, "full path, repeated token"],
+    ["tollgate-key", "API-key path"],
+  ] as const) {
+    const r = row(config, "json", 32);
+    const rpcs = r?.requestsPerProxyCpuS;
+    atLeast(`per-core throughput, ${label} (JSON, 32 conns): req/CPU-s ≥ 0.30× nginx`, r?.cpuVsNginx, 0.3, `${f2(r?.cpuVsNginx)}× (${k(rpcs)} vs ${k(row("nginx", "json", 32)?.requestsPerProxyCpuS)})`);
+    atLeast(`per-core throughput, ${label} (JSON, 32 conns): req/CPU-s ≥ 0.95× bare undici forwarder`, r?.cpuVsUndici, 0.95, `${f2(r?.cpuVsUndici)}× (${k(rpcs)} vs ${k(row("undici-dispatch", "json", 32)?.requestsPerProxyCpuS)})`);
+  }
+  const fresh = row("tollgate-jwt-fresh", "json", 32);
+  atLeast("first-seen-token JWT (JSON, 32 conns): req/CPU-s ≥ 0.30× HAProxy + jwt_verify", fresh?.cpuVsHaproxy, 0.3, `${f2(fresh?.cpuVsHaproxy)}× (${k(fresh?.requestsPerProxyCpuS)} vs ${k(row("haproxy-jwt", "json", 32)?.requestsPerProxyCpuS)})`);
+
+  const one = row(fullName, "json", 1);
+  atMost("added latency unloaded (full path, JSON, 1 conn): p50 ≤ 0.25 ms", one?.addedP50Ms, 0.25, `+${f3(one?.addedP50Ms)} ms`);
+  atMost("added latency unloaded (full path, JSON, 1 conn): p99 ≤ 2 ms", one?.addedP99Ms, 2, `+${f3(one?.addedP99Ms)} ms`);
+  const open = row(fullName, "open");
+  atMost(`added latency at ${open?.rate ?? 2000} req/s open loop (full path): p50 ≤ 0.5 ms`, open?.addedP50Ms, 0.5, `+${f3(open?.addedP50Ms)} ms`);
+  atMost(`added latency at ${open?.rate ?? 2000} req/s open loop (full path): p99 ≤ 3 ms`, open?.addedP99Ms, 3, `+${f3(open?.addedP99Ms)} ms`);
+
+  const sse = row(fullName, "sse", 32);
+  atMost("streaming, 32 streams (full path): added TTFB p50 ≤ 1 ms", sse?.addedTtfbP50Ms, 1, `+${f3(sse?.addedTtfbP50Ms)} ms`);
+  atMost("streaming, 32 streams (full path): added TTFB p99 ≤ 3 ms", sse?.addedTtfbP99Ms, 3, `+${f3(sse?.addedTtfbP99Ms)} ms`);
+  // One-sided: a gap p99 below direct's is noise, not a fault of the proxy.
+  atMost("streaming, 32 streams (full path): inter-event gap p99 within 1 ms of direct", sse?.addedGapP99Ms, 1, `${f2(sse?.gapP99Ms)} ms vs direct ${f2(row("direct", "sse", 32)?.gapP99Ms)} ms`);
+  const intact = sse ? sse.intact === sse.requests && sse.eventsMin === sse.eventsMax : undefined;
+  out.push({
+    target: "streaming, 32 streams (full path): no event coalescing, every stream intact",
+    measured: sse
+      ? `${sse.coalesced} events coalesced with the previous one (direct: ${row("direct", "sse", 32)?.coalesced ?? "n/a"}), ${sse.bunched} bunched (direct: ${row("direct", "sse", 32)?.bunched ?? "n/a"}); ${sse.intact}/${sse.requests} streams intact, ${sse.eventsMin}${sse.eventsMin === sse.eventsMax ? "" : `–${sse.eventsMax}`} events each`
+      : "n/a",
+    pass: sse && intact !== undefined ? sse.coalesced === 0 && intact : undefined,
+  });
+
+  const s = streams.find((x) => x.config === fullName);
+  const held = s?.held;
+  // Judged after a full GC in Tollgate (what the streams retain); the figure as found, garbage included, is shown too.
+  const perStream = held && held.opened === held.streams ? (held.perStreamGcKiB ?? held.perStreamKiB) : undefined;
+  const kbOf = (kib: number | undefined) => (kib === undefined ? "n/a" : `${(kib * 1.024).toFixed(1)} KB`);
+  atMost(
+    `RSS per additional open stream at ${held?.streams ?? 1000} streams (full path, after a full GC) ≤ 24 KB`,
+    perStream === undefined ? undefined : perStream * 1.024,
+    24,
+    held ? `${kbOf(held.perStreamGcKiB)} after GC, ${kbOf(held.perStreamKiB)} as found (${held.opened}/${held.streams} opened; RSS ${mb(held.rssIdleKiB)} → ${mb(held.rssOpenKiB)})` : "n/a",
+  );
+  const idle = held?.rssIdleGcKiB ?? held?.rssIdleKiB;
+  atMost(
+    "RSS idle (full path, fresh process after a short warm-up and a full GC) ≤ 64 MB",
+    idle === undefined ? undefined : (idle * 1024) / 1e6,
+    64,
+    held ? `${mb(held.rssIdleGcKiB)} after GC, ${mb(held.rssIdleKiB)} as found (${mb(s?.rssAtStartKiB)} right after start; ${mb(s?.rssAfterRoundsKiB)} idle after the load rounds)` : "n/a",
+  );
+  const abort = s?.abort;
+  const abortOk = abort ? abort.notAborted === 0 && abort.failed === 0 && abort.maxMs !== undefined : undefined;
+  out.push({
+    target: "client disconnect aborts the upstream request within 100 ms (full path, max of all tries)",
+    measured: abort ? `p50 ${f2(abort.p50Ms)} ms, max ${f2(abort.maxMs)} ms over ${abort.tries} tries${abort.notAborted ? `, ${abort.notAborted} not aborted` : ""}${abort.failed ? `, ${abort.failed} failed to open` : ""}` : "n/a",
+    pass: abort && abortOk !== undefined ? abortOk && abort.maxMs! <= 100 : undefined,
+  });
+  return out;
+}
+
+function mb(kib: number | undefined): string {
+  return kib === undefined ? "n/a" : `${((kib * 1024) / 1e6).toFixed(1)} MB`;
+}
+
+export function verdictLines(list: Verdict[]): string {
+  return list.map((v) => `${v.pass === undefined ? "N/A " : v.pass ? "PASS" : "FAIL"}  ${v.target}: ${v.measured}`).join("\n");
+}
