@@ -24,7 +24,29 @@ export interface AuditRecord {
   remoteAddress: string | undefined;
 }
 
-export function createLogger(destination?: DestinationStream, level = process.env.TOLLGATE_LOG_LEVEL ?? "info"): Logger {
+/**
+ * The process's log stream: stdout, with lines gathered into 4 KB writes, flushed every 250 ms and on exit
+ * (process.exit, a signal that ends in exit, an uncaught error). Profiling showed one write(2) per audit line
+ * costing several percent of the API-key path; gathering them costs at most 250 ms of delay. The writes stay
+ * synchronous: sonic-boom's asynchronous mode cost more CPU here (its thread-pool hand-off outweighs the saved
+ * syscall on a one-core sidecar). Only SIGKILL (or a kernel OOM kill) can lose the unflushed tail, at most
+ * 4 KB. `TOLLGATE_LOG_SYNC=1` writes every line at once, for hosts that must never lose a line.
+ */
+export function stdoutDestination(sync = process.env.TOLLGATE_LOG_SYNC === "1"): DestinationStream {
+  if (sync) return pino.destination({ dest: 1, sync: true });
+  // periodicFlush writes without fsync (flushSync would fsync every time: measurable on the hot path).
+  const destination = pino.destination({ dest: 1, sync: true, minLength: 4096, periodicFlush: 250 });
+  process.once("exit", () => {
+    try {
+      destination.flushSync();
+    } catch {
+      // stdout closed (EPIPE): nothing more can be written from here
+    }
+  });
+  return destination;
+}
+
+export function createLogger(destination: DestinationStream = stdoutDestination(), level = process.env.TOLLGATE_LOG_LEVEL ?? "info"): Logger {
   return pino(
     {
       level,
@@ -42,7 +64,9 @@ export class AuditLog {
   readonly #logger: Logger;
   readonly #enabled: boolean;
   constructor(logger: Logger, enabled: boolean) {
-    this.#logger = logger.child({ log: "audit" });
+    // Audit records are built field by field from ids and reason codes (never a header object), so the
+    // redaction paths the process logger carries as a safety net are dropped here: they cost ~3% per request.
+    this.#logger = logger.child({ log: "audit" }, { redact: [] });
     this.#enabled = enabled;
   }
   write(record: AuditRecord): void {

@@ -107,3 +107,36 @@ t.test("a stream longer than the grace period is cut and the exit code says so",
   await until(() => upstream.openStreams() === 0, 3000, "upstream stream aborted");
   t.equal(upstream.abortedStreams(), 1, "cutting the client aborted the upstream request");
 });
+
+t.test("audit lines are written in batches: each shows up while serving, and none is lost at SIGTERM", async (t) => {
+  const upstream = await startStandInUpstream({});
+  t.teardown(() => upstream.close());
+  const key = makeKey();
+  const file = join(tempDir(), "policy.yaml");
+  writeFileSync(file, policyWith(key.hash));
+  const tg = await startServe(["--config", file], { UPSTREAM_URL: upstream.url });
+  t.teardown(() => tg.child.kill("SIGKILL"));
+  const url = `http://127.0.0.1:${tg.port}`;
+  const auditLines = () => tg.output().split("\n").filter((l) => l.includes('"log":"audit"'));
+
+  const send = async (id: string) => {
+    const res = await request(`${url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${key.key}`, "content-type": "application/json", "x-request-id": id },
+      body: '{"model":"gpt-4o-mini","messages":[]}',
+    });
+    await res.body.text();
+    t.equal(res.statusCode, 200);
+  };
+  await send("audit-first");
+  // Batched lines are flushed every 250 ms while the process runs; a generous wait, this is not a timing test.
+  await until(() => auditLines().some((l) => l.includes('"requestId":"audit-first"')), 5000, "the first audit line on stdout");
+
+  const ids = Array.from({ length: 40 }, (_, i) => `audit-${i}`);
+  for (const id of ids) await send(id);
+  tg.child.kill("SIGTERM");
+  t.equal(await tg.exited, 0);
+  const lines = auditLines();
+  t.equal(lines.length, 41, "one audit line per request, the buffered ones flushed at exit");
+  t.same(ids.filter((i) => !lines.some((l) => l.includes(`"requestId":"${i}"`))), [], "every request id is in the audit log");
+});
