@@ -28,13 +28,16 @@ export function createRedisClient(config: RedisStoreConfig): Client {
     connectTimeout: Math.max(1000, config.commandTimeout * 4),
     maxRetriesPerRequest: 1,
     enableOfflineQueue: false,
+    // Commands issued in the same tick (by concurrent requests) share one socket write: the profile of the
+    // full path showed one write(2) per command costing ~12% of the process's CPU at 32 connections.
+    enableAutoPipelining: true,
     retryStrategy: (times) => Math.min(times * 200, 2000),
     ...(config.password ? { password: config.password } : {}),
     ...(config.tls ? { tls: {} } : {}),
   };
   switch (config.mode) {
     case "cluster":
-      return new Cluster(config.nodes!, { redisOptions: options, enableOfflineQueue: false, keyPrefix: config.keyPrefix, clusterRetryStrategy: (times) => Math.min(times * 200, 2000) });
+      return new Cluster(config.nodes!, { redisOptions: options, enableOfflineQueue: false, enableAutoPipelining: true, keyPrefix: config.keyPrefix, clusterRetryStrategy: (times) => Math.min(times * 200, 2000) });
     case "sentinel":
       return new Redis({ ...options, sentinels: config.sentinels!, name: config.masterName! });
     default:

@@ -1,0 +1,86 @@
+/**
+ * Admission takes every applicable limit at once (one pipelined round trip to Redis) and gives back what the
+ * others took when one refuses: a refused request leaves the token window, the concurrency leases and the
+ * budget as they were, whichever limit refused it, on the shared Redis store and on the in-memory one.
+ */
+import t from "tap";
+import { startHarness, makeKey, SERVER_BLOCK } from "../helpers/harness.ts";
+import { startLlmStandIn, type LlmStandIn } from "../helpers/llm-stand-in.ts";
+import { chat, usage, errorOf, HI, HI_TOKENS, type UsageReportJson } from "./e2e-common.ts";
+import { SHARED_REDIS_URL, testPrefix, deleteKeys } from "../helpers/redis.ts";
+
+const alice = makeKey();
+const ALICE = "alice@example.com";
+
+const policy = (llmUrl: string, store: string) => `${SERVER_BLOCK}
+upstreams: { llm: { url: "${llmUrl}" } }
+authenticators:
+  - name: keys
+    type: api_key
+    keys:
+      - { id: alice-key, hash: "${alice.hash}", user: ${ALICE}, team: ml, roles: [user] }
+routes:
+  - { name: chat, methods: [POST], paths: [/v1/chat/completions], upstream: llm, allow: [{ roles: [user] }] }
+pricing:
+  models:
+    gpt-4o-mini: { input: 10, output: 10 }
+    cheap-1: { input: 1, output: 1 }
+limits:
+${store}
+  rules:
+    - { name: rpm-user, by: [user], requests: { limit: 100, per: 1m } }
+    - { name: streams-user, by: [user], concurrency: 3 }
+    - { name: tpm-user, by: [user], tokens: { limit: 1000, per: 1m } }
+    - { name: team-budget, by: [team], budget: { usd: 0.005 } }
+`;
+
+let llm: LlmStandIn;
+t.before(async () => {
+  llm = await startLlmStandIn();
+});
+t.teardown(() => llm.close());
+
+const redisPrefix = testPrefix("admission");
+const stores: [string, string][] = [
+  ["memory store", ""],
+  ["redis store", `  store: { type: redis, url: "${SHARED_REDIS_URL}", keyPrefix: "${redisPrefix}" }`],
+];
+
+for (const [name, store] of stores) {
+  t.test(name, async (t) => {
+    const h = await startHarness(policy(llm.url, store));
+    t.teardown(async () => {
+      await h.stop();
+      if (store) await deleteKeys(SHARED_REDIS_URL, redisPrefix);
+    });
+    const standing = async () => {
+      const reports = await usage(h.adminUrl, { user: ALICE, team: "ml", model: "gpt-4o-mini" });
+      const by = (limit: string) => reports.find((r) => r.limit === limit) as UsageReportJson;
+      return { requests: by("rpm-user").used, inFlight: by("streams-user").used, tokens: by("tpm-user").used, reservedUsd: by("team-budget").reservedUsd, spentUsd: by("team-budget").spentUsd };
+    };
+
+    // $10 per million tokens: 600 tokens cost $0.006, over the $0.005 budget, while the token window (1,000) admits them.
+    const overBudget = await chat(h.url, alice.key, { model: "gpt-4o-mini", max_tokens: 600 - HI_TOKENS, messages: HI });
+    t.equal(overBudget.status, 429);
+    t.equal(errorOf(overBudget).code, "budget_exceeded");
+    t.match(await standing(), { requests: 1, inFlight: 0, tokens: 0, reservedUsd: 0, spentUsd: 0 }, "the budget refused: the token reservation and the lease were given back");
+
+    // At $1 per million tokens, 1,100 tokens ($0.0011) fit the budget; the token window (1,000) refuses them.
+    const overTokens = await chat(h.url, alice.key, { model: "cheap-1", max_tokens: 1100 - HI_TOKENS, messages: HI });
+    t.equal(overTokens.status, 429);
+    t.equal(errorOf(overTokens).code, "rate_limited");
+    t.match(await standing(), { requests: 2, inFlight: 0, tokens: 0, reservedUsd: 0, spentUsd: 0 }, "the token window refused: the budget reservation and the lease were given back");
+
+    // 1,100 tokens at $10 per million: both the token window and the budget refuse; the reason is the same every time.
+    for (let i = 0; i < 5; i++) {
+      const both = await chat(h.url, alice.key, { model: "gpt-4o-mini", max_tokens: 1100 - HI_TOKENS, messages: HI });
+      t.equal(errorOf(both).code, "rate_limited", "the first refusal in kind order (tokens before budgets) is the one reported");
+    }
+    t.match(await standing(), { requests: 7, inFlight: 0, tokens: 0, reservedUsd: 0, spentUsd: 0 });
+
+    const fits = await chat(h.url, alice.key, { model: "gpt-4o-mini", max_tokens: 100 - HI_TOKENS, messages: HI }, { "x-stand-in-usage": `${HI_TOKENS},10` });
+    t.equal(fits.status, 200, "a request every limit admits goes through");
+    t.match(await standing(), { requests: 8, inFlight: 0, tokens: HI_TOKENS + 10, reservedUsd: 0 }, "and is settled to what it used");
+    t.ok((await standing()).spentUsd! > 0, "and its cost is spent");
+  });
+}
