@@ -12,6 +12,18 @@ t.test("calendar periods in a time zone", async (t) => {
   t.same(periodAt("total", "UTC", at), { id: "total", end: undefined });
 });
 
+t.test("the remembered period is used only while it holds: later periods, and clocks that step back", async (t) => {
+  const nov = Date.parse("2026-11-20T12:00:00Z");
+  t.equal(periodAt("monthly", "Asia/Tokyo", nov).id, "2026-11");
+  t.equal(periodAt("monthly", "Asia/Tokyo", Date.parse("2026-11-30T14:59:59Z")).id, "2026-11", "the last second of November in Tokyo");
+  t.equal(periodAt("monthly", "Asia/Tokyo", Date.parse("2026-11-30T15:00:00Z")).id, "2026-12", "its end starts December");
+  t.same(periodAt("monthly", "Asia/Tokyo", nov), { id: "2026-11", end: Date.parse("2026-11-30T15:00:00Z") }, "a clock stepped back gets its own period again");
+  t.equal(periodAt("monthly", "Asia/Tokyo", Date.parse("2026-10-31T14:59:59Z")).id, "2026-10", "and an earlier one too");
+  t.equal(periodAt("daily", "Asia/Tokyo", nov).id, "2026-11-20", "kinds and zones are remembered apart");
+  t.equal(periodAt("daily", "UTC", Date.parse("2026-11-20T23:59:59Z")).id, "2026-11-20");
+  t.equal(periodAt("daily", "UTC", Date.parse("2026-11-21T00:00:00Z")).id, "2026-11-21");
+});
+
 t.test("DST: a day can be 23 or 25 hours; local midnight is found either way", async (t) => {
   t.equal(zonedTime("Europe/Berlin", 2026, 3, 29), Date.parse("2026-03-28T23:00:00Z"));
   t.equal(zonedTime("Europe/Berlin", 2026, 3, 30), Date.parse("2026-03-29T22:00:00Z"));
