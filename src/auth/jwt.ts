@@ -82,6 +82,17 @@ export class JwtAuthenticator implements Authenticator {
     const credential = req.credential;
     if (!credential || credential.scheme !== "bearer" || !JWT_SHAPE.test(credential.value)) return undefined;
     const token = credential.value;
+    const now = this.#deps.clock.now();
+    // The cache is looked up before anything is decoded: a token found there was verified by this authenticator
+    // (shape, issuer, size, signature, claims) and decoding it again cost more than the lookup on a repeated token.
+    const cacheKey = this.#cache && token.length <= this.#maxTokenBytes ? createHash("sha256").update(token).digest("base64url") : "";
+    if (cacheKey) {
+      const cached = this.#cache!.get(cacheKey);
+      if (cached && cached.expiresAt > now) {
+        this.#deps.metrics.tokenCache.inc({ authenticator: this.name, result: "hit" });
+        return cached.principal;
+      }
+    }
     let header: ReturnType<typeof decodeProtectedHeader>;
     let payload: JWTPayload;
     try {
@@ -94,14 +105,6 @@ export class JwtAuthenticator implements Authenticator {
     const match = this.#issuerFor(payload.iss);
     if (!match) return undefined;
     if (token.length > this.#maxTokenBytes) throw refuse("The token is too large.", "too_large");
-
-    const now = this.#deps.clock.now();
-    const cacheKey = this.#cache ? createHash("sha256").update(token).digest("base64url") : "";
-    const cached = this.#cache?.get(cacheKey);
-    if (cached && cached.expiresAt > now) {
-      this.#deps.metrics.tokenCache.inc({ authenticator: this.name, result: "hit" });
-      return cached.principal;
-    }
     if (this.#cache) this.#deps.metrics.tokenCache.inc({ authenticator: this.name, result: "miss" });
 
     const { issuer, tenant } = match;
@@ -124,8 +127,8 @@ export class JwtAuthenticator implements Authenticator {
 
     const groups = hasGroupOverage(verified) ? await this.#overageGroups(verified) : undefined;
     const principal = this.#principals.fromClaims(verified, groups ? { groups } : undefined);
-    if (this.#cache && typeof verified.exp === "number") {
-      this.#cache.set(cacheKey, { principal, expiresAt: verified.exp * 1000 });
+    if (cacheKey && typeof verified.exp === "number") {
+      this.#cache!.set(cacheKey, { principal, expiresAt: verified.exp * 1000 });
     }
     return principal;
   }
