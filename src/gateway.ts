@@ -181,7 +181,7 @@ export class Gateway {
       const admission = exchange.admission;
       // The session's concurrency lease is held until the socket closes; its tokens are not metered.
       if (admission) socket.once("close", () => void admission.settle(NO_USAGE, "complete").catch(() => {}));
-      upstream.tunnel.open(req, socket, head, path, headers);
+      await upstream.tunnel.open(req, socket, head, path, headers);
     } catch (err) {
       await exchange.admission?.settle(NO_USAGE, "upstream_error").catch(() => {});
       const error = toTollgateError(err);

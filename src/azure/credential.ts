@@ -4,18 +4,26 @@
  * certificate. Every getToken is wrapped in our own timeout: a silent IMDS otherwise hangs for minutes and
  * @azure/identity ignores abort signals there.
  */
-import {
-  ClientCertificateCredential,
-  ClientSecretCredential,
-  DefaultAzureCredential,
-  ManagedIdentityCredential,
-  WorkloadIdentityCredential,
-  type AccessToken,
-  type TokenCredential,
-} from "@azure/identity";
+import type { AccessToken, GetTokenOptions, TokenCredential } from "@azure/identity";
 import type { AzureCredentialConfig } from "../config/azure.ts";
 
+/**
+ * The credential is built on its first getToken: @azure/identity (with MSAL) adds ~40 MB of resident memory
+ * to a process, which a sidecar whose policy never asks for an Entra token should not carry. The module is
+ * imported once, by the first credential that needs it.
+ */
 export function createAzureCredential(config: AzureCredentialConfig): TokenCredential {
+  let built: Promise<TokenCredential> | undefined;
+  return {
+    async getToken(scopes: string | string[], options?: GetTokenOptions): Promise<AccessToken | null> {
+      built ??= import("@azure/identity").then((identity) => buildCredential(identity, config));
+      return (await built).getToken(scopes, options);
+    },
+  };
+}
+
+function buildCredential(identity: typeof import("@azure/identity"), config: AzureCredentialConfig): TokenCredential {
+  const { ClientCertificateCredential, ClientSecretCredential, DefaultAzureCredential, ManagedIdentityCredential, WorkloadIdentityCredential } = identity;
   switch (config.type) {
     case "default":
       return new DefaultAzureCredential({

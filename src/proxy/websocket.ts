@@ -3,31 +3,46 @@ import type { IncomingMessage } from "node:http";
 import { Agent as HttpAgent } from "node:http";
 import { Agent as HttpsAgent } from "node:https";
 import type { Duplex } from "node:stream";
-import { createProxyServer, type ProxyServer } from "http-proxy-3";
+import type { ProxyServer } from "http-proxy-3";
 
+/**
+ * http-proxy-3 is imported with the first upgrade (~15 MB of resident memory that a sidecar without WebSocket
+ * traffic should not carry). Until a tunnel exists the upgraded socket is not read from, so the client's first
+ * frames wait in the socket's buffer for the few milliseconds the import takes.
+ */
 export class WebSocketTunnel {
-  readonly #proxy: ProxyServer;
-  readonly #url: URL;
+  #proxy: Promise<ProxyServer> | undefined;
+  readonly #upstreamUrl: string;
+  readonly #connectTimeoutMs: number;
 
   constructor(upstreamUrl: string, connectTimeoutMs: number) {
-    this.#url = new URL(upstreamUrl);
-    const agent = this.#url.protocol === "https:" ? new HttpsAgent({ keepAlive: false }) : new HttpAgent({ keepAlive: false });
-    this.#proxy = createProxyServer({ target: upstreamUrl, ws: true, changeOrigin: true, agent, proxyTimeout: 0, timeout: connectTimeoutMs });
-    // Mandatory: without an error handler http-proxy-3 rethrows and the process dies.
-    this.#proxy.on("error", (_err, _req, res) => {
-      if (res && "destroy" in res && typeof res.destroy === "function") res.destroy();
-    });
+    this.#upstreamUrl = upstreamUrl;
+    this.#connectTimeoutMs = connectTimeoutMs;
   }
 
   /** `headers` are the sanitized headers (credentials stripped, Tollgate's added); they replace the client's. */
-  open(req: IncomingMessage, socket: Duplex, head: Buffer, path: string, headers: Record<string, string | string[]>): void {
+  async open(req: IncomingMessage, socket: Duplex, head: Buffer, path: string, headers: Record<string, string | string[]>): Promise<void> {
     req.headers = headers;
     req.url = path;
-    this.#proxy.ws(req, socket, head);
+    const proxy = await (this.#proxy ??= this.#create());
+    if (socket.destroyed) return;
+    proxy.ws(req, socket, head);
+  }
+
+  async #create(): Promise<ProxyServer> {
+    const { createProxyServer } = await import("http-proxy-3");
+    const url = new URL(this.#upstreamUrl);
+    const agent = url.protocol === "https:" ? new HttpsAgent({ keepAlive: false }) : new HttpAgent({ keepAlive: false });
+    const proxy = createProxyServer({ target: this.#upstreamUrl, ws: true, changeOrigin: true, agent, proxyTimeout: 0, timeout: this.#connectTimeoutMs });
+    // Mandatory: without an error handler http-proxy-3 rethrows and the process dies.
+    proxy.on("error", (_err, _req, res) => {
+      if (res && "destroy" in res && typeof res.destroy === "function") res.destroy();
+    });
+    return proxy;
   }
 
   /** Stops new tunnels; open sessions keep running (a reload must not cut them; shutdown closes them). */
   async close(): Promise<void> {
-    this.#proxy.close();
+    if (this.#proxy) (await this.#proxy).close();
   }
 }
