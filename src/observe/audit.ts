@@ -32,8 +32,12 @@ export interface AuditRecord {
  * syscall on a one-core sidecar). Only SIGKILL (or a kernel OOM kill) can lose the unflushed tail, at most
  * 4 KB. `TOLLGATE_LOG_SYNC=1` writes every line at once, for hosts that must never lose a line.
  */
-export function stdoutDestination(sync = process.env.TOLLGATE_LOG_SYNC === "1"): DestinationStream {
-  if (sync) return pino.destination({ dest: 1, sync: true });
+let shared: DestinationStream | undefined;
+
+/** One stdout stream per process, whichever loggers share it: two buffers on one fd would interleave halves of lines. */
+export function stdoutDestination(): DestinationStream {
+  if (shared) return shared;
+  if (process.env.TOLLGATE_LOG_SYNC === "1") return (shared = pino.destination({ dest: 1, sync: true }));
   // periodicFlush writes without fsync (flushSync would fsync every time: measurable on the hot path).
   const destination = pino.destination({ dest: 1, sync: true, minLength: 4096, periodicFlush: 250 });
   process.once("exit", () => {
@@ -43,7 +47,7 @@ export function stdoutDestination(sync = process.env.TOLLGATE_LOG_SYNC === "1"):
       // stdout closed (EPIPE): nothing more can be written from here
     }
   });
-  return destination;
+  return (shared = destination);
 }
 
 export function createLogger(destination: DestinationStream = stdoutDestination(), level = process.env.TOLLGATE_LOG_LEVEL ?? "info"): Logger {
