@@ -6,6 +6,7 @@
  */
 import type { AccessToken, GetTokenOptions, TokenCredential } from "@azure/identity";
 import type { AzureCredentialConfig } from "../config/azure.ts";
+import { lazily } from "../lazy.ts";
 
 /**
  * The credential is built on its first getToken: @azure/identity (with MSAL) adds ~40 MB of resident memory
@@ -13,11 +14,11 @@ import type { AzureCredentialConfig } from "../config/azure.ts";
  * imported once, by the first credential that needs it.
  */
 export function createAzureCredential(config: AzureCredentialConfig): TokenCredential {
-  let built: Promise<TokenCredential> | undefined;
+  // A credential that cannot be built (outside its pod, a certificate not mounted yet) is tried again next time.
+  const built = lazily(async () => buildCredential(await import("@azure/identity"), config));
   return {
     async getToken(scopes: string | string[], options?: GetTokenOptions): Promise<AccessToken | null> {
-      built ??= import("@azure/identity").then((identity) => buildCredential(identity, config));
-      return (await built).getToken(scopes, options);
+      return (await built()).getToken(scopes, options);
     },
   };
 }

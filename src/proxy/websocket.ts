@@ -4,6 +4,7 @@ import { Agent as HttpAgent } from "node:http";
 import { Agent as HttpsAgent } from "node:https";
 import type { Duplex } from "node:stream";
 import type { ProxyServer } from "http-proxy-3";
+import { lazily } from "../lazy.ts";
 
 /**
  * http-proxy-3 is imported with the first upgrade (~15 MB of resident memory that a sidecar without WebSocket
@@ -11,7 +12,8 @@ import type { ProxyServer } from "http-proxy-3";
  * frames wait in the socket's buffer for the few milliseconds the import takes.
  */
 export class WebSocketTunnel {
-  #proxy: Promise<ProxyServer> | undefined;
+  readonly #proxy = lazily(() => this.#create());
+  #created = false;
   readonly #upstreamUrl: string;
   readonly #connectTimeoutMs: number;
 
@@ -24,7 +26,7 @@ export class WebSocketTunnel {
   async open(req: IncomingMessage, socket: Duplex, head: Buffer, path: string, headers: Record<string, string | string[]>): Promise<void> {
     req.headers = headers;
     req.url = path;
-    const proxy = await (this.#proxy ??= this.#create());
+    const proxy = await this.#proxy();
     if (socket.destroyed) return;
     proxy.ws(req, socket, head);
   }
@@ -38,11 +40,12 @@ export class WebSocketTunnel {
     proxy.on("error", (_err, _req, res) => {
       if (res && "destroy" in res && typeof res.destroy === "function") res.destroy();
     });
+    this.#created = true;
     return proxy;
   }
 
   /** Stops new tunnels; open sessions keep running (a reload must not cut them; shutdown closes them). */
   async close(): Promise<void> {
-    if (this.#proxy) (await this.#proxy).close();
+    if (this.#created) (await this.#proxy()).close();
   }
 }

@@ -10,6 +10,7 @@ import type { UpstreamCredentialConfig } from "../config/schema.ts";
 import type { CredentialStatus, OutgoingRequest, UpstreamCredential } from "./credential.ts";
 import type { CredentialDeps } from "./entra.ts";
 import { Refresher } from "./refresher.ts";
+import { lazily } from "../lazy.ts";
 
 type SigV4Config = Extract<UpstreamCredentialConfig, { type: "sigv4" }>;
 
@@ -23,7 +24,7 @@ export class SigV4Credential implements UpstreamCredential {
   readonly needsBody = true;
   readonly ownedHeaders = AWS_AUTH_HEADERS;
   readonly #credentials: Refresher<AwsCredentialIdentity>;
-  readonly #signer: Promise<SignatureV4>;
+  readonly #signer: () => Promise<SignatureV4>;
   readonly #deps: CredentialDeps;
 
   constructor(config: SigV4Config, deps: CredentialDeps, provider: AwsCredentialIdentityProvider = providerFor(config)) {
@@ -43,18 +44,19 @@ export class SigV4Credential implements UpstreamCredential {
     });
     // The signer and the AWS SDK's credential chain are imported only by a SigV4 upstream, not with Tollgate:
     // together they add ~12 MB of resident memory that a policy without one should not pay for.
-    this.#signer = Promise.all([import("@smithy/signature-v4"), import("@smithy/hash-node")]).then(
-      ([{ SignatureV4 }, { Hash }]) =>
-        new SignatureV4({
-          service: config.service,
-          region: config.region,
-          sha256: Hash.bind(null, "sha256"),
-          credentials: () => this.#credentials.get(),
-          uriEscapePath: true,
-          applyChecksum: true,
-        }),
+    this.#signer = lazily(() =>
+      Promise.all([import("@smithy/signature-v4"), import("@smithy/hash-node")]).then(
+        ([{ SignatureV4 }, { Hash }]) =>
+          new SignatureV4({
+            service: config.service,
+            region: config.region,
+            sha256: Hash.bind(null, "sha256"),
+            credentials: () => this.#credentials.get(),
+            uriEscapePath: true,
+            applyChecksum: true,
+          }),
+      ),
     );
-    this.#signer.catch(() => {}); // a failed import is reported by apply()
     if (!deps.offline) this.#credentials.start();
   }
 
@@ -77,7 +79,7 @@ export class SigV4Credential implements UpstreamCredential {
     }
     for (const name of AWS_AUTH_HEADERS) delete outgoing.headers[name];
     headers.host = origin.host;
-    const signed = await (await this.#signer).sign(
+    const signed = await (await this.#signer()).sign(
       { method: outgoing.method, protocol: origin.protocol, hostname: origin.hostname, port: origin.port ? Number(origin.port) : undefined, path, query, headers, body: outgoing.body ?? "" },
       { signingDate: new Date(this.#deps.clock.now()) },
     );
@@ -94,11 +96,8 @@ export class SigV4Credential implements UpstreamCredential {
 }
 
 function providerFor(config: SigV4Config): AwsCredentialIdentityProvider {
-  let provider: Promise<AwsCredentialIdentityProvider> | undefined;
-  return async (options) => {
-    provider ??= import("@aws-sdk/credential-providers").then((sdk) => buildProvider(sdk, config));
-    return (await provider)(options);
-  };
+  const provider = lazily(async () => buildProvider(await import("@aws-sdk/credential-providers"), config));
+  return async (options) => (await provider())(options);
 }
 
 function buildProvider({ fromNodeProviderChain, fromTemporaryCredentials }: typeof import("@aws-sdk/credential-providers"), config: SigV4Config): AwsCredentialIdentityProvider {
