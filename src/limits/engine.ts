@@ -14,7 +14,7 @@ import type { Usage } from "../metering/usage.ts";
 import { compileNames, type NameMatcher } from "../policy/patterns.ts";
 import { TollgateError } from "../proxy/errors.ts";
 import { MemoryStore } from "./store/memory.ts";
-import { StoreUnavailableError, type Store } from "./store/types.ts";
+import { StoreUnavailableError, type GiveOp, type Store, type TakeAllResult, type TakeOp, type WindowState } from "./store/types.ts";
 import { scopeInstances, scopeKey } from "./scopes.ts";
 import { periodAt } from "./periods.ts";
 import { formatReset, msUntilFits, msUntilReset } from "./ratelimit-headers.ts";
@@ -74,11 +74,13 @@ interface RateView {
   resetMs: number;
 }
 
-/** What a request or token window answered: its view for the x-ratelimit headers, and a token reservation. */
-interface RateSample {
-  view: RateView;
-  requests: boolean;
-  tokens: Extract<Taken, { kind: "tokens" }> | undefined;
+/** One limit instance to take: the store op at full scale, the same at a replica's local share, and its rule. */
+interface Plan {
+  rule: Rule;
+  op: TakeOp;
+  at(scale: number): TakeOp;
+  /** A budget's period end (epoch ms), for Retry-After; undefined for `total`. */
+  periodEnd?: number | undefined;
 }
 
 export class LimitsEngine {
@@ -157,30 +159,31 @@ export class LimitsEngine {
     }
     const tokenCost = req.inputTokens + outputTokens;
 
-    // Every limit instance is taken at once: with the store's auto-pipelining their commands share one write
-    // and one round trip, where one after the other cost a round trip each (the full path's unloaded latency
-    // was mostly these). When one refuses, what the others took is given back, so a refused request leaves no
-    // trace but a transient reservation; the refusal reported is the first in kind order (concurrency,
-    // requests, tokens, budgets) so that clients see the same reason whatever the timing.
-    const attempts: Promise<Taken | RateSample | undefined>[] = [];
+    // Every limit instance is taken in one step, all or nothing: one Lua script and one round trip on Redis
+    // (standalone, Sentinel), where one script per instance cost a command each — ioredis was the largest single
+    // cost of the full path. A refused request takes nothing. The refusal reported is the first in kind order
+    // (concurrency, requests, tokens, budgets), so clients see the same reason whatever the timing.
+    const plans: Plan[] = [];
     for (const rule of sortByKind(rules)) {
-      for (const instance of scopeInstances(rule.config.by, scope)) attempts.push(this.#takeOne(rule, scopeKey(rule.config.name, instance), now, tokenCost, priced.micros));
+      for (const instance of scopeInstances(rule.config.by, scope)) plans.push(this.#plan(rule, scopeKey(rule.config.name, instance), now, tokenCost, priced.micros));
     }
-    const outcomes = await Promise.allSettled(attempts);
-    const refusal = outcomes.find((o) => o.status === "rejected");
-    for (const o of outcomes) {
-      if (o.status !== "fulfilled" || !o.value) continue;
-      if ("kind" in o.value) taken.push(o.value);
-      if ("view" in o.value) {
-        const { view, requests } = o.value;
-        if (requests && (!requestsView || view.remaining < requestsView.remaining)) requestsView = view;
-        if (!requests && (!tokensView || view.remaining < tokensView.remaining)) tokensView = view;
+    for (const { plan, store, state, scale } of await this.#takeAll(plans, now)) {
+      const c = plan.rule.config;
+      if (plan.op.kind === "lease") taken.push({ kind: "concurrency", store, key: plan.op.key, id: plan.op.id });
+      else if (plan.op.kind === "budget") taken.push({ kind: "budget", store, key: plan.op.key, id: plan.op.id, expireAt: plan.op.expireAt, rule: plan.rule, limit: plan.op.limit });
+      else {
+        const w = state as WindowState;
+        const spec = (c.requests ?? c.tokens)!;
+        const limit = scaled(spec.limit, scale);
+        const elapsed = now - w.windowStart;
+        const view = { limit, remaining: Math.max(0, Math.floor(limit - (w.previous * (1 - elapsed / spec.per) + w.current))), resetMs: msUntilReset(w.previous, w.current, elapsed, spec.per) };
+        if (c.requests) {
+          if (!requestsView || view.remaining < requestsView.remaining) requestsView = view;
+        } else {
+          if (!tokensView || view.remaining < tokensView.remaining) tokensView = view;
+          taken.push({ kind: "tokens", store, key: plan.op.key, windowMs: spec.per, windowStart: w.windowStart, reserved: plan.op.cost });
+        }
       }
-      if ("tokens" in o.value && o.value.tokens) taken.push(o.value.tokens);
-    }
-    if (refusal) {
-      await this.#release(taken);
-      throw (refusal as PromiseRejectedResult).reason;
     }
 
     if (requestsView) {
@@ -207,49 +210,76 @@ export class LimitsEngine {
     };
   }
 
-  /** Takes one limit instance; rejects with the limit's refusal. */
-  async #takeOne(rule: Rule, key: string, now: number, tokenCost: number, micros: number): Promise<Taken | RateSample | undefined> {
+  /** What taking one limit instance means: the store op (at a given scale of the limit) and the rule it is for. */
+  #plan(rule: Rule, key: string, now: number, tokenCost: number, micros: number): Plan {
     const c = rule.config;
+    const ttlMs = this.#config.leaseTtl;
     if (c.concurrency !== undefined) {
-      const id = randomUUID();
-      const r = await this.#withStore(rule, (store, scale) => store.leaseAcquire(key, scaled(c.concurrency!, scale), id, this.#config.leaseTtl, now), (store) => store.leaseRelease(key, id));
-      if (!r) return undefined;
-      if (!r.result.allowed) throw this.#reject(rule, "concurrency_limited", { "retry-after": "1" });
-      return { kind: "concurrency", store: r.store, key, id };
+      const op = { kind: "lease", key, limit: c.concurrency, id: randomUUID(), ttlMs } as const;
+      return { rule, op, at: (scale) => ({ ...op, limit: scaled(op.limit, scale) }) };
     }
     if (c.requests || c.tokens) {
       const spec = (c.requests ?? c.tokens)!;
-      const cost = c.requests ? 1 : tokenCost;
-      const r = await this.#withStore(rule, (store, scale) => store.windowTake(key, spec.per, scaled(spec.limit, scale), cost, now));
-      if (!r) return undefined;
-      const w = r.result;
-      const limit = scaled(spec.limit, r.store === this.#local ? this.#localScale : 1);
-      const elapsed = now - w.windowStart;
-      if (!w.allowed) {
-        const wait = msUntilFits(w.previous, w.current, elapsed, spec.per, limit, cost);
-        const seconds = Number.isFinite(wait) ? Math.max(1, Math.ceil(wait / 1000)) : Math.ceil(spec.per / 1000);
-        throw this.#reject(rule, "rate_limited", { "retry-after": String(seconds) }, Number.isFinite(wait) ? undefined : "The request alone exceeds the token limit; lower max_tokens.");
-      }
-      const view = { limit, remaining: Math.max(0, Math.floor(limit - (w.previous * (1 - elapsed / spec.per) + w.current))), resetMs: msUntilReset(w.previous, w.current, elapsed, spec.per) };
-      return { view, requests: Boolean(c.requests), tokens: c.tokens ? { kind: "tokens", store: r.store, key, windowMs: spec.per, windowStart: w.windowStart, reserved: cost } : undefined };
+      const op = { kind: "window", key, windowMs: spec.per, limit: spec.limit, cost: c.requests ? 1 : tokenCost } as const;
+      return { rule, op, at: (scale) => ({ ...op, limit: scaled(op.limit, scale) }) };
     }
     const budget = c.budget!;
     const period = periodAt(budget.period, budget.timeZone, now);
-    const budgetKey = `${key}:${period.id}`;
-    const limit = Math.round(budget.usd * 1e6);
-    const id = randomUUID();
     const expireAt = period.end === undefined ? undefined : period.end + 86_400_000;
-    const r = await this.#withStore(
-      rule,
-      (store, scale) => store.budgetReserve(budgetKey, scaled(limit, scale), micros, id, this.#config.leaseTtl, now, expireAt),
-      async (store) => void (await store.budgetSettle(budgetKey, id, 0, this.#deps.clock.now(), expireAt)),
-    );
-    if (!r) return undefined;
-    if (!r.result.allowed) {
-      const retry = period.end === undefined ? 86_400 : Math.max(1, Math.ceil((period.end - now) / 1000));
-      throw this.#reject(rule, "budget_exceeded", { "retry-after": String(retry) });
+    const op = { kind: "budget", key: `${key}:${period.id}`, limit: Math.round(budget.usd * 1e6), amount: micros, id: randomUUID(), ttlMs, expireAt } as const;
+    return { rule, op, at: (scale) => ({ ...op, limit: scaled(op.limit, scale) }), periodEnd: period.end };
+  }
+
+  /**
+   * Takes every planned instance on the shared store, all or nothing; when the store is down, each limit follows
+   * its failure mode (the first `deny` refuses the request, `allow` limits are skipped, `local` ones are taken
+   * on this replica's share). Throws the refusal of the first instance that refused.
+   */
+  async #takeAll(plans: Plan[], now: number): Promise<{ plan: Plan; store: Store; state: TakeAllResult["states"][number]; scale: number }[]> {
+    const shared = this.#deps.store;
+    if (shared.healthy()) {
+      try {
+        const result = await shared.takeAll(plans.map((p) => p.op), now);
+        this.#setDegraded(false);
+        return this.#outcome(plans, result, shared, 1, now);
+      } catch (err) {
+        if (!(err instanceof StoreUnavailableError)) throw err;
+        // A script that timed out may still run on the server: give back the leases and reservations it may
+        // have taken (by id, so giving back what was never taken changes nothing). Windows are left to decay.
+        const undo = plans.flatMap(({ op }): GiveOp[] => (op.kind === "lease" ? [{ kind: "lease", key: op.key, id: op.id }] : op.kind === "budget" ? [{ kind: "budget", key: op.key, id: op.id, actual: 0, expireAt: op.expireAt }] : []));
+        if (undo.length > 0) this.#compensate(async () => {
+          const outcomes = await shared.giveAll(undo, this.#deps.clock.now());
+          const failed = outcomes.find((o) => o instanceof Error);
+          if (failed) throw failed;
+        });
+      }
     }
-    return { kind: "budget", store: r.store, key: budgetKey, id, expireAt, rule, limit };
+    this.#setDegraded(true);
+    for (const p of plans) this.#deps.metrics.storeFallbacks.inc({ limit: p.rule.config.name, mode: p.rule.mode });
+    const denied = plans.find((p) => p.rule.mode === "deny");
+    if (denied) throw new TollgateError("limits_unavailable", undefined, { "retry-after": "5" }, denied.rule.config.name);
+    const local = plans.filter((p) => p.rule.mode === "local");
+    if (local.length === 0) return [];
+    const scale = this.#localScale;
+    return this.#outcome(local, await this.#local.takeAll(local.map((p) => p.at(scale)), now), this.#local, scale, now);
+  }
+
+  #outcome(plans: Plan[], result: TakeAllResult, store: Store, scale: number, now: number) {
+    if (result.refused >= 0) throw this.#refusal(plans[result.refused]!, result.states[result.refused]!, scale, now);
+    return plans.map((plan, i) => ({ plan, store, state: result.states[i]!, scale }));
+  }
+
+  #refusal(plan: Plan, state: TakeAllResult["states"][number], scale: number, now: number): TollgateError {
+    const { rule, op } = plan;
+    if (op.kind === "lease") return this.#reject(rule, "concurrency_limited", { "retry-after": "1" });
+    if (op.kind === "budget") {
+      const retry = plan.periodEnd === undefined ? 86_400 : Math.max(1, Math.ceil((plan.periodEnd - now) / 1000));
+      return this.#reject(rule, "budget_exceeded", { "retry-after": String(retry) });
+    }
+    const w = state as WindowState;
+    const wait = msUntilFits(w.previous, w.current, now - w.windowStart, op.windowMs, scaled(op.limit, scale), op.cost);
+    const seconds = Number.isFinite(wait) ? Math.max(1, Math.ceil(wait / 1000)) : Math.ceil(op.windowMs / 1000);
+    return this.#reject(rule, "rate_limited", { "retry-after": String(seconds) }, Number.isFinite(wait) ? undefined : "The request alone exceeds the token limit; lower max_tokens.");
   }
 
   get #localScale(): number {
@@ -277,23 +307,24 @@ export class LimitsEngine {
     const tokens = usage.inputTokens + usage.outputTokens;
     const cost = this.#deps.price(req.model, usage).micros;
     const now = this.#deps.clock.now();
-    // The limits are independent of one another: their settlements go out together (one round trip, and one
-    // pipelined write with the store's auto-pipelining) instead of one after the other.
+    // Every settlement of a request goes out in one step per store (one script on Redis standalone/Sentinel).
+    const byStore = new Map<Store, Taken[]>();
+    for (const t of taken) byStore.set(t.store, [...(byStore.get(t.store) ?? []), t]);
     await Promise.all(
-      taken.map(async (t) => {
-        try {
-          if (t.kind === "concurrency") await t.store.leaseRelease(t.key, t.id);
-          else if (t.kind === "tokens") await t.store.windowAdjust(t.key, t.windowMs, t.windowStart, tokens - t.reserved);
-          else {
-            const after = await t.store.budgetSettle(t.key, t.id, cost, now, t.expireAt);
-            this.#crossings(t, after.spent - cost, after.spent);
+      [...byStore].map(async ([store, group]) => {
+        const ops = group.map((t): GiveOp => (t.kind === "concurrency" ? { kind: "lease", key: t.key, id: t.id } : t.kind === "tokens" ? { kind: "window", key: t.key, windowMs: t.windowMs, windowStart: t.windowStart, delta: tokens - t.reserved } : { kind: "budget", key: t.key, id: t.id, actual: cost, expireAt: t.expireAt }));
+        const outcomes = await store.giveAll(ops, now);
+        group.forEach((t, i) => {
+          const o = outcomes[i];
+          if (o instanceof Error) {
+            // The reservation or lease expires by itself (leaseTtl); the spend it should have recorded is logged.
+            this.#deps.metrics.settleFailures.inc({ kind: t.kind });
+            this.#deps.logger.warn({ kind: t.kind, outcome, costMicros: cost, err: o.message }, "could not settle a limit; its reservation will expire");
+            return;
           }
-          if (t.store !== this.#local) this.#setDegraded(false);
-        } catch (err) {
-          // The reservation or lease expires by itself (leaseTtl); the spend it should have recorded is logged.
-          this.#deps.metrics.settleFailures.inc({ kind: t.kind });
-          this.#deps.logger.warn({ kind: t.kind, outcome, costMicros: cost, err: (err as Error).message }, "could not settle a limit; its reservation will expire");
-        }
+          if (t.kind === "budget" && o) this.#crossings(t, o.spent - cost, o.spent);
+          if (store !== this.#local) this.#setDegraded(false);
+        });
       }),
     );
   }
@@ -308,19 +339,6 @@ export class LimitsEngine {
     }
   }
 
-  async #release(taken: Taken[]): Promise<void> {
-    const now = this.#deps.clock.now();
-    await Promise.allSettled(
-      taken.map((t) =>
-        t.kind === "concurrency"
-          ? t.store.leaseRelease(t.key, t.id)
-          : t.kind === "tokens"
-            ? t.store.windowAdjust(t.key, t.windowMs, t.windowStart, -t.reserved)
-            : t.store.budgetSettle(t.key, t.id, 0, now, t.expireAt),
-      ),
-    );
-  }
-
   #reject(rule: Rule, code: "rate_limited" | "concurrency_limited" | "budget_exceeded", headers: Record<string, string>, message?: string): TollgateError {
     this.#deps.metrics.limitRejections.inc({ limit: rule.config.name, kind: code });
     return new TollgateError(code, message, headers, rule.config.name);
@@ -330,7 +348,7 @@ export class LimitsEngine {
    * Runs `op` on the shared store; when it is down, applies the limit's failure mode. Returns undefined
    * when the limit is skipped (`allow`), and which store answered otherwise.
    */
-  async #withStore<T>(rule: Rule, op: (store: Store, scale: number) => Promise<T>, undo?: (store: Store) => Promise<void>): Promise<{ result: T; store: Store } | undefined> {
+  async #withStore<T>(rule: Rule, op: (store: Store, scale: number) => Promise<T>): Promise<{ result: T; store: Store } | undefined> {
     const shared = this.#deps.store;
     if (shared.healthy()) {
       try {
@@ -339,8 +357,6 @@ export class LimitsEngine {
         return { result, store: shared };
       } catch (err) {
         if (!(err instanceof StoreUnavailableError)) throw err;
-        // A command that timed out may still run on the server: give back what it may have taken.
-        if (undo) this.#compensate(() => undo(shared));
       }
     }
     this.#setDegraded(true);

@@ -1,6 +1,6 @@
 /** The Store contract, run against every implementation (memory, Redis standalone, Redis Cluster). */
 import type { Test } from "tap";
-import type { Store } from "../../src/limits/store/types.ts";
+import type { BudgetState, Store, TakeOp, WindowState } from "../../src/limits/store/types.ts";
 
 const W = 60_000;
 
@@ -81,5 +81,95 @@ export function storeContract(t: Test, make: () => Promise<Store>): void {
     t.equal((await store.budgetRead("race", 1)).reserved, 1_000);
     const takes = await Promise.all(Array.from({ length: 300 }, () => store.windowTake("race-rpm", W, 100, 1, 30 * W)));
     t.equal(takes.filter((r) => r.allowed).length, 100);
+  });
+
+  t.test("takeAll: every instance taken, or none when one refuses; the first refusal is reported", async (t) => {
+    const at = 40 * W + 5;
+    const ops = (cost: number, amount: number, id: string): TakeOp[] => [
+      { kind: "lease", key: "all-conc", limit: 2, id, ttlMs: 60_000 },
+      { kind: "window", key: "all-rpm", windowMs: W, limit: 3, cost: 1 },
+      { kind: "window", key: "all-tpm", windowMs: W, limit: 1000, cost },
+      { kind: "budget", key: "all-usd", limit: 1_000, amount, id, ttlMs: 60_000, expireAt: undefined },
+    ];
+    const standing = async () => ({
+      leases: await store.leaseCount("all-conc", at),
+      requests: (await store.windowTake("all-rpm", W, 3, 0, at)).current,
+      tokens: (await store.windowTake("all-tpm", W, 1000, 0, at)).current,
+      reserved: (await store.budgetRead("all-usd", at)).reserved,
+    });
+
+    const first = await store.takeAll(ops(400, 300, "a"), at);
+    t.equal(first.refused, -1);
+    t.match(first.states, [{ allowed: true, inFlight: 1 }, { allowed: true, previous: 0, current: 1, windowStart: 40 * W }, { allowed: true, current: 400 }, { allowed: true, spent: 0, reserved: 300 }], "the states after taking");
+    t.same(await standing(), { leases: 1, requests: 1, tokens: 400, reserved: 300 });
+
+    // The token window (400 + 700 > 1000) and the budget (300 + 800 > 1000) both refuse: the window comes first.
+    const refused = await store.takeAll(ops(700, 800, "b"), at);
+    t.equal(refused.refused, 2, "the position of the first op that refused");
+    t.match(refused.states[2], { allowed: false, previous: 0, current: 400, windowStart: 40 * W });
+    t.match(refused.states[3], { allowed: false, spent: 0, reserved: 300 });
+    t.same(await standing(), { leases: 1, requests: 1, tokens: 400, reserved: 300 }, "a refused batch takes nothing, not even the request window it passed");
+
+    t.equal((await store.takeAll(ops(100, 100, "c"), at)).refused, -1);
+    const full = await store.takeAll(ops(1, 1, "d"), at);
+    t.equal(full.refused, 0, "the concurrency lease refuses first");
+    t.match(full.states[0], { allowed: false, inFlight: 2 });
+    t.same(await standing(), { leases: 2, requests: 2, tokens: 500, reserved: 400 });
+    t.same(await store.takeAll([], at), { refused: -1, states: [] });
+  });
+
+  t.test("giveAll: windows reconciled, leases released, budgets settled, one outcome per op", async (t) => {
+    const at = 50 * W + 5;
+    const taken = await store.takeAll(
+      [
+        { kind: "lease", key: "give-conc", limit: 5, id: "g1", ttlMs: 60_000 },
+        { kind: "window", key: "give-tpm", windowMs: W, limit: 1000, cost: 500 },
+        { kind: "budget", key: "give-usd", limit: 10_000, amount: 4_000, id: "g1", ttlMs: 60_000, expireAt: undefined },
+      ],
+      at,
+    );
+    t.equal(taken.refused, -1);
+    const outcomes = await store.giveAll(
+      [
+        { kind: "lease", key: "give-conc", id: "g1" },
+        { kind: "window", key: "give-tpm", windowMs: W, windowStart: (taken.states[1] as WindowState).windowStart, delta: -380 },
+        { kind: "budget", key: "give-usd", id: "g1", actual: 1_234, expireAt: undefined },
+      ],
+      at + 1,
+    );
+    t.same(outcomes, [undefined, undefined, { allowed: true, spent: 1_234, reserved: 0 }]);
+    t.equal(await store.leaseCount("give-conc", at + 2), 0);
+    t.equal((await store.windowTake("give-tpm", W, 1000, 0, at + 2)).current, 120);
+    t.same(await store.giveAll([], at), []);
+  });
+
+  t.test("takeAll under contention: exactly the limit admitted, refused batches leave nothing behind", async (t) => {
+    const at = 60 * W + 5;
+    const results = await Promise.all(
+      Array.from({ length: 60 }, (_, i) =>
+        store.takeAll(
+          [
+            { kind: "lease", key: "race-all-conc", limit: 10, id: `r${i}`, ttlMs: 60_000 },
+            { kind: "window", key: "race-all-tpm", windowMs: W, limit: 100_000, cost: 7 },
+            { kind: "budget", key: "race-all-usd", limit: 1_000_000, amount: 1_000, id: `r${i}`, ttlMs: 60_000, expireAt: undefined },
+          ],
+          at,
+        ),
+      ),
+    );
+    t.equal(results.filter((r) => r.refused < 0).length, 10, "ten leases, ten admitted");
+    t.equal(await store.leaseCount("race-all-conc", at), 10);
+    t.equal((await store.windowTake("race-all-tpm", W, 100_000, 0, at)).current, 70, "only the admitted batches count tokens");
+    t.equal((await store.budgetRead("race-all-usd", at)).reserved, 10_000);
+  });
+
+  t.test("takeAll and giveAll keep large amounts exact", async (t) => {
+    const big = 123_456_789_012_345; // micro-dollars: ~$123M, 15 digits
+    const r = await store.takeAll([{ kind: "budget", key: "big-usd", limit: 2 * big, amount: big, id: "x", ttlMs: 60_000, expireAt: undefined }, { kind: "window", key: "big-tpm", windowMs: W, limit: 2 * big, cost: big }], 70 * W);
+    t.equal(r.refused, -1);
+    t.equal((r.states[0] as BudgetState).reserved, big);
+    t.equal((r.states[1] as WindowState).current, big);
+    const [settled] = await store.giveAll([{ kind: "budget", key: "big-usd", id: "x", actual: big + 1, expireAt: undefined }], 70 * W + 1);
+    t.same(settled, { allowed: true, spent: big + 1, reserved: 0 });
   });
 }

@@ -1,5 +1,6 @@
 /** The in-memory Store: the embedded default, the `local` fallback, and the reference for the contract tests. */
-import type { BudgetState, LeaseState, Store, WindowState } from "./types.ts";
+import type { BudgetState, GiveOp, GiveOutcome, LeaseState, Store, TakeAllResult, TakeOp, WindowState } from "./types.ts";
+import { giveOneByOne } from "./one-by-one.ts";
 
 interface Window {
   start: number;
@@ -24,11 +25,17 @@ export class MemoryStore implements Store {
 
   async windowTake(key: string, windowMs: number, limit: number, cost: number, now: number): Promise<WindowState> {
     this.#sweep(now);
+    return this.#window(key, windowMs, limit, cost, now, true);
+  }
+
+  /** Synchronous, so that `takeAll` checks and takes every op without another request in between. */
+  #window(key: string, windowMs: number, limit: number, cost: number, now: number, take: boolean): WindowState {
     const start = Math.floor(now / windowMs) * windowMs;
     const current = this.#windowCount(`${key}:${start}`, now);
     const previous = this.#windowCount(`${key}:${start - windowMs}`, now);
     const weighted = previous * (1 - (now - start) / windowMs) + current;
     if (cost > 0 && weighted + cost > limit) return { allowed: false, previous, current, windowStart: start };
+    if (!take) return { allowed: true, previous, current, windowStart: start };
     if (cost > 0) this.#windowAdd(`${key}:${start}`, start, cost, start + 2 * windowMs);
     return { allowed: true, previous, current: current + cost, windowStart: start };
   }
@@ -40,8 +47,13 @@ export class MemoryStore implements Store {
   }
 
   async leaseAcquire(key: string, limit: number, id: string, ttlMs: number, now: number): Promise<LeaseState> {
+    return this.#lease(key, limit, id, ttlMs, now, true);
+  }
+
+  #lease(key: string, limit: number, id: string, ttlMs: number, now: number, take: boolean): LeaseState {
     const leases = this.#liveLeases(key, now);
     if (leases.size >= limit) return { allowed: false, inFlight: leases.size };
+    if (!take) return { allowed: true, inFlight: leases.size };
     leases.set(id, now + ttlMs);
     this.#leases.set(key, leases);
     return { allowed: true, inFlight: leases.size };
@@ -56,8 +68,13 @@ export class MemoryStore implements Store {
   }
 
   async budgetReserve(key: string, limit: number, amount: number, id: string, ttlMs: number, now: number, expireAt: number | undefined): Promise<BudgetState> {
+    return this.#reserve(key, limit, amount, id, ttlMs, now, expireAt, true);
+  }
+
+  #reserve(key: string, limit: number, amount: number, id: string, ttlMs: number, now: number, expireAt: number | undefined, take: boolean): BudgetState {
     const b = this.#budget(key, now, expireAt);
     if (b.spent + b.reserved + amount > limit) return { allowed: false, spent: b.spent, reserved: b.reserved };
+    if (!take) return { allowed: true, spent: b.spent, reserved: b.reserved };
     b.reserved += amount;
     b.reservations.set(id, { amount, expiresAt: now + ttlMs });
     return { allowed: true, spent: b.spent, reserved: b.reserved };
@@ -79,6 +96,29 @@ export class MemoryStore implements Store {
     if (!b || (b.expireAt !== undefined && b.expireAt <= now)) return { allowed: true, spent: 0, reserved: 0 };
     this.#expireReservations(b, now);
     return { allowed: true, spent: b.spent, reserved: b.reserved };
+  }
+
+  async takeAll(ops: TakeOp[], now: number): Promise<TakeAllResult> {
+    this.#sweep(now);
+    const checked = ops.map((op) => this.#takeOne(op, now, false));
+    const refused = checked.findIndex((state) => !state.allowed);
+    if (refused >= 0) return { refused, states: checked };
+    return { refused: -1, states: ops.map((op) => this.#takeOne(op, now, true)) };
+  }
+
+  giveAll(ops: GiveOp[], now: number): Promise<GiveOutcome[]> {
+    return giveOneByOne(this, ops, now);
+  }
+
+  #takeOne(op: TakeOp, now: number, take: boolean): WindowState | LeaseState | BudgetState {
+    switch (op.kind) {
+      case "window":
+        return this.#window(op.key, op.windowMs, op.limit, op.cost, now, take);
+      case "lease":
+        return this.#lease(op.key, op.limit, op.id, op.ttlMs, now, take);
+      case "budget":
+        return this.#reserve(op.key, op.limit, op.amount, op.id, op.ttlMs, now, op.expireAt, take);
+    }
   }
 
   async revoke(key: string, ttlMs: number, now: number): Promise<void> {

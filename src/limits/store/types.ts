@@ -26,6 +26,28 @@ export interface BudgetState {
   reserved: number;
 }
 
+/** One limit instance to take at admission (see the single-instance methods for each kind's rule). */
+export type TakeOp =
+  | { kind: "window"; key: string; windowMs: number; limit: number; cost: number }
+  | { kind: "lease"; key: string; limit: number; id: string; ttlMs: number }
+  | { kind: "budget"; key: string; limit: number; amount: number; id: string; ttlMs: number; expireAt: number | undefined };
+
+/** What each instance answered, in the order of the ops: WindowState, LeaseState or BudgetState by kind. */
+export interface TakeAllResult {
+  /** Position of the first op that refused, or -1 when all admitted (and were taken). */
+  refused: number;
+  states: (WindowState | LeaseState | BudgetState)[];
+}
+
+/** One limit instance to settle: a window reconciled by `delta`, a lease released, a budget reservation settled. */
+export type GiveOp =
+  | { kind: "window"; key: string; windowMs: number; windowStart: number; delta: number }
+  | { kind: "lease"; key: string; id: string }
+  | { kind: "budget"; key: string; id: string; actual: number; expireAt: number | undefined };
+
+/** Per settled op: the budget's state after a budget settlement, undefined for the others, or the error it met. */
+export type GiveOutcome = BudgetState | undefined | Error;
+
 export interface Store {
   readonly kind: "memory" | "redis";
   /**
@@ -47,6 +69,15 @@ export interface Store {
   /** Replaces the reservation `id` (if still there) by the real `actual` spend; returns the new state. */
   budgetSettle(key: string, id: string, actual: number, now: number, expireAt: number | undefined): Promise<BudgetState>;
   budgetRead(key: string, now: number): Promise<BudgetState>;
+  /**
+   * Takes every op or none: each is checked, and only when all admit is anything taken. Memory and a standalone
+   * or Sentinel Redis do it in one atomic step (one script, one round trip). On a Redis Cluster the instances
+   * live on different slots, so they are taken one by one, concurrently, and what was taken is given back when
+   * one refuses or fails (for a round trip, a refused request may hold the others' reservations there).
+   */
+  takeAll(ops: TakeOp[], now: number): Promise<TakeAllResult>;
+  /** Settles independent ops together; one outcome per op (an op that failed does not stop the others). */
+  giveAll(ops: GiveOp[], now: number): Promise<GiveOutcome[]>;
   /** Marks `key` revoked (e.g. a signed-out session id) until now + ttl. */
   revoke(key: string, ttlMs: number, now: number): Promise<void>;
   isRevoked(key: string, now: number): Promise<boolean>;
