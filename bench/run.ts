@@ -21,7 +21,7 @@ import { fileURLToPath } from "node:url";
 import { runLoad, runOpenLoop, OPEN_LOOP_WARM, type LoadResult, type Spacing } from "./lib/load.ts";
 import { measure, type Pids } from "./lib/measure.ts";
 import { spawnPinned, readyMessage, stopAll, killAllNow, pinSelf, waitForQuiet, rssKiB, HAS_TASKSET, type Child } from "./lib/procs.ts";
-import { configurations, tokenCache, collectGarbage, type Configuration, type Context, type Running } from "./lib/targets.ts";
+import { configurations, tokenCache, collectGarbage, TOLLGATE_NODE_FLAGS, type Configuration, type Context, type Running } from "./lib/targets.ts";
 import { compare, medianRows, markdownTable, ordered, workloadLabel, NOISY, type Row } from "./lib/report.ts";
 import { summarizeLog, type LogSummary } from "./lib/logs.ts";
 import { startIssuer, TOKEN_CACHE_ENTRIES, type BenchIssuer } from "./lib/issuer.ts";
@@ -53,12 +53,13 @@ const { values: opts } = parseArgs({
     "no-pin": { type: "boolean", default: false },
     "no-write": { type: "boolean", default: false },
     "cpu-prof": { type: "boolean", default: false },
+    "tollgate-node-flags": { type: "string" },
     help: { type: "boolean", short: "h", default: false },
   },
 });
 if (opts.help) {
   process.stdout.write(
-    "node bench/run.ts [--quick] [--duration S] [--warmup S] [--rounds N] [--connections 1,32] [--rate 2000] [--streams 1000] [--aborts 20] [--only a,b] [--no-pin] [--no-write] [--cpu-prof]\n",
+    "node bench/run.ts [--quick] [--duration S] [--warmup S] [--rounds N] [--connections 1,32] [--rate 2000] [--streams 1000] [--aborts 20] [--only a,b] [--no-pin] [--no-write] [--cpu-prof] [--tollgate-node-flags 'FLAGS']\n",
   );
   process.exit(0);
 }
@@ -69,6 +70,8 @@ const rounds = Number(opts.rounds ?? (quick ? 1 : 2));
 const openRate = Number(opts.rate);
 const streamCount = Number(opts.streams ?? (quick ? 200 : 1000));
 const abortTries = Number(opts.aborts ?? (quick ? 5 : 20));
+/** Node flags for Tollgate's processes: the shipped ones by default; "" for V8's defaults. */
+const tollgateNodeFlags = opts["tollgate-node-flags"] === undefined ? TOLLGATE_NODE_FLAGS : opts["tollgate-node-flags"].split(/\s+/).filter(Boolean);
 const connectionCounts = opts.connections.split(",").map(Number).filter((n) => n > 0);
 if (!(durationS > 0) || !(warmupS >= 0) || !(rounds >= 1) || !(openRate >= 0) || !(streamCount >= 0) || !(abortTries >= 0) || connectionCounts.length === 0) {
   throw new Error("bad --duration, --warmup, --rounds, --rate, --streams, --aborts or --connections");
@@ -168,9 +171,10 @@ async function main(): Promise<void> {
     const channel = new StandInChannel(upstream.process);
     const key = keys.generateApiKey();
     const credentials = new Credentials(key, issuer);
+    log(`Tollgate runs with Node flags: ${tollgateNodeFlags.join(" ") || "(none: V8's defaults)"}`);
     const profileDir = opts["cpu-prof"] ? join(RESULTS, "profiles", started.toISOString().replace(/:/g, "-")) : undefined;
     if (profileDir) log(`CPU profiles of the Node proxies (profiling slows them: figures not comparable): ${relative(ROOT, profileDir)}`);
-    const ctx: Context = { upstreamUrl: ready.url, upstreamPort: ready.port, holdUrl: ready.holdUrl, keyHash: keys.hashApiKey(key), issuer, redis: typeof redis === "object" ? redis : undefined, tmp, proxyCpu, profileDir };
+    const ctx: Context = { upstreamUrl: ready.url, upstreamPort: ready.port, holdUrl: ready.holdUrl, keyHash: keys.hashApiKey(key), issuer, redis: typeof redis === "object" ? redis : undefined, tmp, proxyCpu, profileDir, tollgateNodeFlags };
     const refs = await references(ready.url, credentials.headers("key"), SPACING);
     referenceBytes.json = refs.json.length;
     referenceBytes.sse = refs.sse.length;
@@ -327,6 +331,7 @@ async function main(): Promise<void> {
 
   const report = {
     date: started.toISOString(),
+    tollgateNodeFlags,
     tollgate: gitDescribe(ROOT),
     node: process.version,
     cpus: cpus().length,

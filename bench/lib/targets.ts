@@ -24,7 +24,17 @@ export interface Context {
   proxyCpu: number | undefined;
   /** Where Node proxies write a CPU profile (--cpu-prof), if asked. */
   profileDir: string | undefined;
+  /** Node flags Tollgate runs with: the shipped ones (TOLLGATE_NODE_FLAGS) unless --tollgate-node-flags says otherwise. */
+  tollgateNodeFlags: string[];
 }
+
+/**
+ * The Node flags Tollgate ships with (deploy/Dockerfile's ENTRYPOINT and `npm start`; test/deploy checks that the
+ * three agree). On a machine with a lot of memory V8 sizes the young generation's semi-spaces at up to 64 MB,
+ * which the proxy's short-lived garbage fills before it is collected: 2 MB semi-spaces took idle RSS after load
+ * from ~260 to ~170 MB and each held-open stream from ~33 to ~24 KB, for a few percent of CPU (bench/README.md).
+ */
+export const TOLLGATE_NODE_FLAGS = ["--max-semi-space-size=2"];
 
 export interface Running {
   origin: string;
@@ -107,7 +117,7 @@ function tollgate(v: TollgateVariant, redisProblem: string | undefined): Configu
       const fd = openSync(logFile, "w");
       try {
         // The held-streams instance may be asked over IPC to collect garbage (RSS of what the streams retain).
-        const running = await startNodePeer(name, "tollgate.ts", ["--policy", policy], ctx, fd, instance === "streams" ? ["--expose-gc"] : []);
+        const running = await startNodePeer(name, "tollgate.mjs", ["--policy", policy], ctx, fd, [...ctx.tollgateNodeFlags, ...(instance === "streams" ? ["--expose-gc"] : [])]);
         return { ...running, logFile };
       } finally {
         closeSync(fd); // the child holds its own copy

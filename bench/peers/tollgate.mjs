@@ -1,0 +1,50 @@
+// @ts-check
+/**
+ * Tollgate from its build (dist/, what `tollgate serve` runs), wired as the CLI wires it: a TollgateServer on a
+ * policy file, the production logger (audit JSON lines on stdout — the bench points stdout at a file) and the
+ * default metrics registry. Only the signal handling differs: the bench simply stops the process.
+ *
+ * Plain JavaScript (type-checked through JSDoc by `npm test`), unlike the other peers: a .ts entry point makes
+ * Node load its type stripper into the process, which added 9–17 MB to the RSS the bench measures and that
+ * `node dist/main.js` never carries. For the same reason it does not import announce.ts.
+ *
+ * Started with --expose-gc, it answers an IPC `{ gc: id }` with a full garbage collection and
+ * `{ gc: id, heapUsed, external }` (for the bench's RSS-per-open-stream measurement).
+ *
+ *   node bench/peers/tollgate.mjs --policy FILE
+ */
+const dist = (/** @type {string} */ path) => new URL(`../../dist/${path}`, import.meta.url).href;
+
+/** @type {typeof import("../../src/server.ts")} */
+const { TollgateServer } = await import(dist("server.js"));
+/** @type {typeof import("../../src/config/source.ts")} */
+const { fileSource } = await import(dist("config/source.js"));
+/** @type {typeof import("../../src/observe/audit.ts")} */
+const { createLogger } = await import(dist("observe/audit.js"));
+
+const at = process.argv.indexOf("--policy");
+const policy = at >= 0 ? process.argv[at + 1] : undefined;
+if (!policy) throw new Error("missing --policy");
+
+const server = new TollgateServer({ source: fileSource(policy), logger: createLogger() });
+const { port, adminPort } = await server.start();
+// As announce.ts does for the other peers: IPC when started by the bench, a stderr line by hand; exit with the bench.
+if (process.send) {
+  process.send({ ready: true, port, adminPort });
+  process.once("disconnect", () => process.exit(0));
+} else {
+  process.stderr.write(`ready ${JSON.stringify({ port, adminPort })}\n`);
+}
+process.once("SIGTERM", () => process.exit(0));
+process.once("SIGINT", () => process.exit(0));
+
+const gc = /** @type {{ gc?: () => void }} */ (globalThis).gc;
+if (gc) {
+  process.on("message", (/** @type {unknown} */ message) => {
+    if (!message || typeof message !== "object" || !("gc" in message)) return;
+    gc();
+    gc();
+    const { heapUsed, external } = process.memoryUsage();
+    process.send?.({ gc: message.gc, heapUsed, external });
+  });
+}
