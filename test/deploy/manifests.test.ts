@@ -11,6 +11,7 @@ import { spawnSync } from "node:child_process";
 import { parseAllDocuments, parse } from "yaml";
 import { parsePolicy, ConfigError } from "../../src/config/load.ts";
 import type { Policy } from "../../src/config/schema.ts";
+import { TOLLGATE_NODE_FLAGS } from "../../bench/lib/targets.ts";
 
 // Parsed YAML is untyped by nature; the assertions below are what give it shape.
 type Y = any;
@@ -365,6 +366,16 @@ t.test("the Dockerfile's entrypoint, command and ports match the manifests", asy
   t.same(exposed.sort(), [listenPort, adminPort].sort(), "EXPOSE lists the data and admin ports");
   t.equal(instr(runtime, "HEALTHCHECK").length, 0, "no HEALTHCHECK (Kubernetes probes the admin port instead)");
   t.equal(instr(runtime, "WORKDIR").at(-1)?.args, "/app");
+});
+
+t.test("the image, `npm start` and the bench run Node with the same flags", async (t) => {
+  const env = instr(runtime, "ENV").map((i) => i.args).join(" ");
+  const nodeOptions = /NODE_OPTIONS=(?:"([^"]*)"|(\S+))/.exec(env);
+  t.ok(nodeOptions, "the runtime stage sets NODE_OPTIONS");
+  const imageFlags = (nodeOptions?.[1] ?? nodeOptions?.[2] ?? "").split(/\s+/).filter(Boolean);
+  t.same(imageFlags, TOLLGATE_NODE_FLAGS, "the image's NODE_OPTIONS are the flags the bench measures");
+  const start = (JSON.parse(read(join(ROOT, "package.json"))) as { scripts: Record<string, string> }).scripts.start!;
+  t.match(start, `node ${TOLLGATE_NODE_FLAGS.join(" ")} dist/main.js serve`, "npm start runs Node with them");
 });
 
 t.test("the runtime image gets production dependencies only, plus dist/, policies/ and package.json", async (t) => {
