@@ -59,7 +59,7 @@ const { values: opts } = parseArgs({
 });
 if (opts.help) {
   process.stdout.write(
-    "node bench/run.ts [--quick] [--duration S] [--warmup S] [--rounds N] [--connections 1,32] [--rate 2000] [--streams 1000] [--aborts 20] [--only a,b] [--no-pin] [--no-write] [--cpu-prof] [--tollgate-node-flags 'FLAGS']\n",
+    "node bench/run.ts [--quick] [--duration S] [--warmup S] [--rounds N] [--connections 1,32] [--rate 2000] [--streams 1000] [--aborts 20] [--only a,b] [--no-pin] [--no-write] [--cpu-prof] [--tollgate-node-flags='FLAGS']\n",
   );
   process.exit(0);
 }
