@@ -74,11 +74,10 @@ interface RateView {
   resetMs: number;
 }
 
-/** One limit instance to take: the store op at full scale, the same at a replica's local share, and its rule. */
+/** One limit instance to take: the store op (at the limit's full size) and the rule it is for. */
 interface Plan {
   rule: Rule;
   op: TakeOp;
-  at(scale: number): TakeOp;
   /** A budget's period end (epoch ms), for Retry-After; undefined for `total`. */
   periodEnd?: number | undefined;
 }
@@ -159,10 +158,10 @@ export class LimitsEngine {
     }
     const tokenCost = req.inputTokens + outputTokens;
 
-    // Every limit instance is taken in one step, all or nothing: one Lua script and one round trip on Redis
-    // (standalone, Sentinel), where one script per instance cost a command each — ioredis was the largest single
-    // cost of the full path. A refused request takes nothing. The refusal reported is the first in kind order
-    // (concurrency, requests, tokens, budgets), so clients see the same reason whatever the timing.
+    // Every limit instance is taken in one step, all or nothing (one Lua script on a standalone or Sentinel Redis):
+    // a refused request takes nothing, not even for a round trip, and Redis runs one command per request where it
+    // ran one per instance. The refusal reported is the first in kind order (concurrency, requests, tokens,
+    // budgets), so clients see the same reason whatever the timing.
     const plans: Plan[] = [];
     for (const rule of sortByKind(rules)) {
       for (const instance of scopeInstances(rule.config.by, scope)) plans.push(this.#plan(rule, scopeKey(rule.config.name, instance), now, tokenCost, priced.micros));
@@ -210,24 +209,19 @@ export class LimitsEngine {
     };
   }
 
-  /** What taking one limit instance means: the store op (at a given scale of the limit) and the rule it is for. */
+  /** What taking one limit instance means: the store op and the rule it is for. */
   #plan(rule: Rule, key: string, now: number, tokenCost: number, micros: number): Plan {
     const c = rule.config;
     const ttlMs = this.#config.leaseTtl;
-    if (c.concurrency !== undefined) {
-      const op = { kind: "lease", key, limit: c.concurrency, id: randomUUID(), ttlMs } as const;
-      return { rule, op, at: (scale) => ({ ...op, limit: scaled(op.limit, scale) }) };
-    }
+    if (c.concurrency !== undefined) return { rule, op: { kind: "lease", key, limit: c.concurrency, id: randomUUID(), ttlMs } };
     if (c.requests || c.tokens) {
       const spec = (c.requests ?? c.tokens)!;
-      const op = { kind: "window", key, windowMs: spec.per, limit: spec.limit, cost: c.requests ? 1 : tokenCost } as const;
-      return { rule, op, at: (scale) => ({ ...op, limit: scaled(op.limit, scale) }) };
+      return { rule, op: { kind: "window", key, windowMs: spec.per, limit: spec.limit, cost: c.requests ? 1 : tokenCost } };
     }
     const budget = c.budget!;
     const period = periodAt(budget.period, budget.timeZone, now);
     const expireAt = period.end === undefined ? undefined : period.end + 86_400_000;
-    const op = { kind: "budget", key: `${key}:${period.id}`, limit: Math.round(budget.usd * 1e6), amount: micros, id: randomUUID(), ttlMs, expireAt } as const;
-    return { rule, op, at: (scale) => ({ ...op, limit: scaled(op.limit, scale) }), periodEnd: period.end };
+    return { rule, op: { kind: "budget", key: `${key}:${period.id}`, limit: Math.round(budget.usd * 1e6), amount: micros, id: randomUUID(), ttlMs, expireAt }, periodEnd: period.end };
   }
 
   /**
@@ -261,7 +255,9 @@ export class LimitsEngine {
     const local = plans.filter((p) => p.rule.mode === "local");
     if (local.length === 0) return [];
     const scale = this.#localScale;
-    return this.#outcome(local, await this.#local.takeAll(local.map((p) => p.at(scale)), now), this.#local, scale, now);
+    // This replica's share of each limit (limit ÷ replicas).
+    const shares = local.map(({ op }) => ({ ...op, limit: scaled(op.limit, scale) }));
+    return this.#outcome(local, await this.#local.takeAll(shares, now), this.#local, scale, now);
   }
 
   #outcome(plans: Plan[], result: TakeAllResult, store: Store, scale: number, now: number) {
@@ -309,7 +305,11 @@ export class LimitsEngine {
     const now = this.#deps.clock.now();
     // Every settlement of a request goes out in one step per store (one script on Redis standalone/Sentinel).
     const byStore = new Map<Store, Taken[]>();
-    for (const t of taken) byStore.set(t.store, [...(byStore.get(t.store) ?? []), t]);
+    for (const t of taken) {
+      const group = byStore.get(t.store);
+      if (group) group.push(t);
+      else byStore.set(t.store, [t]);
+    }
     await Promise.all(
       [...byStore].map(async ([store, group]) => {
         const ops = group.map((t): GiveOp => (t.kind === "concurrency" ? { kind: "lease", key: t.key, id: t.id } : t.kind === "tokens" ? { kind: "window", key: t.key, windowMs: t.windowMs, windowStart: t.windowStart, delta: tokens - t.reserved } : { kind: "budget", key: t.key, id: t.id, actual: cost, expireAt: t.expireAt }));

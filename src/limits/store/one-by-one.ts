@@ -38,7 +38,7 @@ export async function giveOneByOne(store: Store, ops: GiveOp[], now: number): Pr
 }
 
 /** The op that undoes a taken op (a window's cost, a lease, a budget reservation settled at zero). */
-export function giveBack(op: TakeOp, state: State): GiveOp {
+function giveBack(op: TakeOp, state: State): GiveOp {
   switch (op.kind) {
     case "window":
       return { kind: "window", key: op.key, windowMs: op.windowMs, windowStart: (state as WindowState).windowStart, delta: -op.cost };

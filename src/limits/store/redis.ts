@@ -115,9 +115,9 @@ export class RedisStore implements Store {
   }
 
   /**
-   * One script for every limit instance of a request (standalone and Sentinel): one command to send, parse and
-   * time out instead of one per instance. The full path's profile had ioredis as its largest single cost, most of
-   * it per command. A Cluster spreads the instances over slots, so there they are taken one by one.
+   * One script for every limit instance of a request (standalone and Sentinel): atomic across the instances, and
+   * one command for Redis and ioredis to handle (and time out) instead of one per instance. A Cluster spreads the
+   * instances over slots, so there they are taken one by one and given back on refusal.
    */
   async takeAll(ops: TakeOp[], now: number): Promise<TakeAllResult> {
     if (ops.length === 0) return { refused: -1, states: [] };
