@@ -47,6 +47,8 @@ export interface SsoOptions {
   secure?: boolean;
   /** The IdP offers RP-initiated logout (default true). */
   endSession?: boolean;
+  /** The session authenticator is being retired (migration mode): its callers get Deprecation/Sunset headers. */
+  deprecated?: boolean;
 }
 
 export async function startSso(opts: SsoOptions = {}): Promise<SsoEnv> {
@@ -98,7 +100,8 @@ authenticators:
     sessionSecret: "${sessionSecret}"
     cookie: { secure: ${opts.secure ?? false}, maxAge: ${opts.maxAge ?? "1h"} }
     refreshAfter: ${opts.refreshAfter ?? "15m"}
-    postLogoutRedirect: /signed-out
+    postLogoutRedirect: /signed-out${opts.deprecated ? `
+    deprecated: { sunset: "2027-06-30" }` : ""}
     principal:
       roleMappings:
         - { groups: [ui-admins], roles: [admin] }

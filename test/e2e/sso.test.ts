@@ -2,7 +2,8 @@
  * Browser sign-in end to end, every hop over HTTP on 127.0.0.1: a real oidc-provider (code flow, PKCE, login
  * form), a whole Tollgate with a `session` authenticator, and an upstream admin UI. The sign-in hops, role-based
  * access per user, identity headers and cookie hygiene towards the UI, 401 (not a redirect) for API callers,
- * cookie attributes, sign-out with revocation, refresh with the refresh token, a new session id per sign-in.
+ * cookie attributes, sign-out with revocation, refresh with the refresh token (also on a deprecated method), a new
+ * session id per sign-in.
  * Attacks on the flow and on the cookie are in sso-attacks.test.ts.
  */
 import t from "tap";
@@ -254,6 +255,35 @@ t.test("the session is refreshed with the refresh token after refreshAfter, and 
   const calm = await b.get(`${fast.url}/ui/`);
   t.notOk(calm.setCookies.some((c) => c.startsWith("tollgate_session")), "a fresh session is not re-issued");
   t.same(fast.op.serverErrors, []);
+});
+
+t.test("a deprecated session method: the refreshed cookie and the Deprecation headers both reach the browser, and stay its own", async (t) => {
+  // Regression: the per-authenticator Deprecation headers once replaced this request's own response headers, so a
+  // session refreshed on that request lost its new cookie; they are now merged into a copy, never shared.
+  const retiring = await startSso({ refreshAfter: "1s", deprecated: true });
+  t.teardown(() => retiring.close());
+  const dave = new Browser();
+  const nora = new Browser();
+  await signIn(dave, retiring, "/ui/", "dave");
+  await signIn(nora, retiring, "/ui/", "nora");
+  const first = await unseal(retiring.sessionSecret, "session", sessionCookie(dave, retiring)!);
+  await sleep(Math.max(0, (first.fresh as number) - Date.now()) + 100);
+
+  const refreshed = await dave.get(`${retiring.url}/ui/`);
+  t.equal(refreshed.status, 200);
+  t.ok(refreshed.headers["deprecation"], "the Deprecation header is there");
+  t.match(refreshed.headers["sunset"], /2027/, "and the Sunset header");
+  const renewed = setCookie(refreshed, "tollgate_session");
+  t.ok(renewed && renewed.value !== "", "the refreshed session cookie is there too");
+  const second = await unseal(retiring.sessionSecret, "session", sessionCookie(dave, retiring)!);
+  t.equal(second.sid, first.sid, "the same session, refreshed");
+
+  // The next caller of the same method gets the Deprecation headers and nothing of dave's.
+  const other = await nora.get(`${retiring.url}/ui/`, { cookie: nora.jar.header(new URL(`${retiring.url}/ui/`)) });
+  t.ok(other.headers["deprecation"], "nora is told too");
+  t.notOk(other.setCookies.some((c) => renewed !== undefined && c.includes(renewed.value)), "dave's cookie never reaches nora");
+  const noraSession = await unseal(retiring.sessionSecret, "session", sessionCookie(nora, retiring)!);
+  t.not(noraSession.sid, first.sid, "nora keeps her own session");
 });
 
 t.test("a new session id at every sign-in", async (t) => {
