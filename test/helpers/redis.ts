@@ -1,10 +1,10 @@
 /**
  * Redis for tests: the machine's shared server on 127.0.0.1:6379 (tests use their own key prefix and delete
- * only their own keys), a private redis-server on an ephemeral port that a test may stop and restart, and a
- * three-master Cluster on loopback ports.
+ * only their own keys), a private redis-server on an ephemeral port that a test may stop and restart, a master
+ * watched by a Sentinel, and a three-master Cluster on loopback ports.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -120,6 +120,41 @@ export async function startCluster(): Promise<TestCluster> {
       await new Promise((r) => setTimeout(r, 100));
     }
     throw new Error("the cluster did not reach cluster_state:ok");
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}
+
+export interface TestSentinel {
+  sentinels: { host: string; port: number }[];
+  masterName: string;
+  close(): Promise<void>;
+}
+
+/** A private master and one Sentinel monitoring it (redis-server in sentinel mode: the same Debian package). */
+export async function startSentinel(): Promise<TestSentinel> {
+  const master = await startPrivateRedis();
+  const dir = mkdtempSync(join(tmpdir(), "tollgate-sentinel-"));
+  const port = await freePort();
+  const masterName = "tollgate-test-master";
+  const config = join(dir, "sentinel.conf");
+  // Sentinel rewrites its configuration file as it learns the topology, so it gets a file of its own.
+  writeFileSync(config, `port ${port}\nbind 127.0.0.1\nsentinel monitor ${masterName} 127.0.0.1 ${master.port} 1\n`);
+  const child = spawn("redis-server", [config, "--sentinel"], { stdio: "ignore" });
+  const close = async () => {
+    if (child.exitCode === null) await new Promise((r) => (child.once("exit", r), child.kill("SIGKILL")));
+    await master.close();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    const deadline = Date.now() + 10_000;
+    while (Date.now() < deadline) {
+      const reply = spawnSync("redis-cli", ["-p", String(port), "sentinel", "get-master-addr-by-name", masterName], { encoding: "utf8" }).stdout;
+      if (reply.includes(String(master.port))) return { sentinels: [{ host: "127.0.0.1", port }], masterName, close };
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    throw new Error("the Sentinel did not report its master");
   } catch (err) {
     await close();
     throw err;

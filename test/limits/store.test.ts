@@ -1,9 +1,12 @@
-/** Every Store passes the same contract: memory, the real Redis on 127.0.0.1, and a Redis Cluster on loopback. */
+/**
+ * Every Store passes the same contract: memory, the real Redis on 127.0.0.1, a master found through a Sentinel,
+ * and a Redis Cluster on loopback.
+ */
 import t from "tap";
 import { MemoryStore } from "../../src/limits/store/memory.ts";
 import { RedisStore, createRedisClient } from "../../src/limits/store/redis.ts";
 import { storeContract } from "./store-contract.ts";
-import { SHARED_REDIS_URL, deleteKeys, hasRedisServer, startCluster, testPrefix, type TestCluster } from "../helpers/redis.ts";
+import { SHARED_REDIS_URL, deleteKeys, hasRedisServer, startCluster, startSentinel, testPrefix, type TestCluster, type TestSentinel } from "../helpers/redis.ts";
 import { parsePolicy } from "../../src/config/load.ts";
 import type { RedisStoreConfig } from "../../src/config/limits.ts";
 
@@ -32,6 +35,21 @@ t.test("redis standalone", async (t) => {
   const prefix = testPrefix("store");
   t.teardown(() => deleteKeys(SHARED_REDIS_URL, prefix));
   storeContract(t, async () => ready(new RedisStore(createRedisClient(redisConfig(`{ type: redis, url: "${SHARED_REDIS_URL}", keyPrefix: "${prefix}" }`)))));
+});
+
+t.test("redis through a sentinel", { skip: !hasRedisServer() && !process.env.CI ? "redis-server is not installed" : false }, async (t) => {
+  let sentinel: TestSentinel;
+  t.before(async () => {
+    sentinel = await startSentinel();
+  });
+  t.teardown(() => sentinel?.close());
+  storeContract(t, async () => {
+    const sentinels = sentinel.sentinels.map((n) => `{ host: ${n.host}, port: ${n.port} }`).join(", ");
+    const store = await ready(new RedisStore(createRedisClient(redisConfig(`{ type: redis, mode: sentinel, sentinels: [${sentinels}], masterName: ${sentinel.masterName}, keyPrefix: "tg:" }`))));
+    // The master's address came from the Sentinel, not from the configuration.
+    if ((store.client as { options?: { sentinels?: unknown } }).options?.sentinels === undefined) throw new Error("not a Sentinel client");
+    return store;
+  });
 });
 
 t.test("redis cluster", { skip: !hasRedisServer() && !process.env.CI ? "redis-server is not installed" : false }, async (t) => {
