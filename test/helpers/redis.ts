@@ -129,12 +129,31 @@ export async function startCluster(): Promise<TestCluster> {
 export interface TestSentinel {
   sentinels: { host: string; port: number }[];
   masterName: string;
+  /** With a replica: promotes it through the Sentinel and resolves once the Sentinel reports it as the master. */
+  failover(): Promise<void>;
+  /** The port of the master as the Sentinel reports it now. */
+  masterPort(): number;
   close(): Promise<void>;
 }
 
-/** A private master and one Sentinel monitoring it (redis-server in sentinel mode: the same Debian package). */
-export async function startSentinel(): Promise<TestSentinel> {
+/**
+ * A private master and one Sentinel monitoring it (redis-server in sentinel mode: the same Debian package), and
+ * with `replica` a replica of the master that a failover promotes.
+ */
+export async function startSentinel(opts: { replica?: boolean } = {}): Promise<TestSentinel> {
   const master = await startPrivateRedis();
+  let replica: ChildProcess | undefined;
+  let replicaPort = 0;
+  if (opts.replica) {
+    replicaPort = await freePort();
+    replica = spawn("redis-server", ["--port", String(replicaPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--replicaof", "127.0.0.1", String(master.port)], { stdio: "ignore" });
+    await waitForPing(replicaPort);
+    const synced = Date.now() + 10_000;
+    while (!spawnSync("redis-cli", ["-p", String(replicaPort), "info", "replication"], { encoding: "utf8" }).stdout.includes("master_link_status:up")) {
+      if (Date.now() > synced) throw new Error("the replica did not sync");
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
   const dir = mkdtempSync(join(tmpdir(), "tollgate-sentinel-"));
   const port = await freePort();
   const masterName = "tollgate-test-master";
@@ -143,15 +162,32 @@ export async function startSentinel(): Promise<TestSentinel> {
   writeFileSync(config, `port ${port}\nbind 127.0.0.1\nsentinel monitor ${masterName} 127.0.0.1 ${master.port} 1\n`);
   const child = spawn("redis-server", [config, "--sentinel"], { stdio: "ignore" });
   const close = async () => {
-    if (child.exitCode === null) await new Promise((r) => (child.once("exit", r), child.kill("SIGKILL")));
+    for (const c of [child, replica]) if (c && c.exitCode === null) await new Promise((r) => (c.once("exit", r), c.kill("SIGKILL")));
     await master.close();
     rmSync(dir, { recursive: true, force: true });
+  };
+  const masterAddress = () => spawnSync("redis-cli", ["-p", String(port), "sentinel", "get-master-addr-by-name", masterName], { encoding: "utf8" }).stdout;
+  const failover = async () => {
+    if (!replica) throw new Error("no replica to fail over to");
+    // The Sentinel must have discovered the replica (INFO from the master, every 10 s at first) before it can promote it.
+    const deadline = Date.now() + 30_000;
+    while (Date.now() < deadline) {
+      const answer = spawnSync("redis-cli", ["-p", String(port), "sentinel", "failover", masterName], { encoding: "utf8" }).stdout;
+      if (answer.trim() === "OK") break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    while (Date.now() < deadline) {
+      if (masterAddress().includes(String(replicaPort))) return;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    throw new Error("the Sentinel did not promote the replica");
   };
   try {
     const deadline = Date.now() + 10_000;
     while (Date.now() < deadline) {
-      const reply = spawnSync("redis-cli", ["-p", String(port), "sentinel", "get-master-addr-by-name", masterName], { encoding: "utf8" }).stdout;
-      if (reply.includes(String(master.port))) return { sentinels: [{ host: "127.0.0.1", port }], masterName, close };
+      if (masterAddress().includes(String(master.port))) {
+        return { sentinels: [{ host: "127.0.0.1", port }], masterName, failover, masterPort: () => Number(masterAddress().trim().split(/\s+/)[1]), close };
+      }
       await new Promise((r) => setTimeout(r, 50));
     }
     throw new Error("the Sentinel did not report its master");

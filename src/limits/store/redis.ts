@@ -43,7 +43,10 @@ export function createRedisClient(config: RedisStoreConfig): Client {
     case "cluster":
       return new Cluster(config.nodes!, { redisOptions: options, enableOfflineQueue: false, enableAutoPipelining: true, keyPrefix: config.keyPrefix, clusterRetryStrategy: (times) => Math.min(times * 200, 2000) });
     case "sentinel":
-      return new Redis({ ...options, sentinels: config.sentinels!, name: config.masterName! });
+      // failoverDetector: follow the Sentinels' +switch-master at once. Without it the client stayed on the old
+      // master until that one was demoted (~10 s in test/limits/sentinel-failover.test.ts), and every count taken
+      // there in between was lost when it resynchronised from the new master.
+      return new Redis({ ...options, sentinels: config.sentinels!, name: config.masterName!, failoverDetector: true });
     default:
       return new Redis(config.url!, options);
   }
