@@ -142,19 +142,25 @@ export interface TestSentinel {
  */
 export async function startSentinel(opts: { replica?: boolean } = {}): Promise<TestSentinel> {
   const master = await startPrivateRedis();
+  const dir = mkdtempSync(join(tmpdir(), "tollgate-sentinel-"));
   let replica: ChildProcess | undefined;
   let replicaPort = 0;
   if (opts.replica) {
     replicaPort = await freePort();
-    replica = spawn("redis-server", ["--port", String(replicaPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--replicaof", "127.0.0.1", String(master.port)], { stdio: "ignore" });
+    // --dir: a replica writes the RDB of its full resync there, not in the test's working directory.
+    replica = spawn("redis-server", ["--port", String(replicaPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir, "--replicaof", "127.0.0.1", String(master.port)], { stdio: "ignore" });
     await waitForPing(replicaPort);
     const synced = Date.now() + 10_000;
     while (!spawnSync("redis-cli", ["-p", String(replicaPort), "info", "replication"], { encoding: "utf8" }).stdout.includes("master_link_status:up")) {
-      if (Date.now() > synced) throw new Error("the replica did not sync");
+      if (Date.now() > synced) {
+        replica.kill("SIGKILL");
+        await master.close();
+        rmSync(dir, { recursive: true, force: true });
+        throw new Error("the replica did not sync");
+      }
       await new Promise((r) => setTimeout(r, 50));
     }
   }
-  const dir = mkdtempSync(join(tmpdir(), "tollgate-sentinel-"));
   const port = await freePort();
   const masterName = "tollgate-test-master";
   const config = join(dir, "sentinel.conf");
