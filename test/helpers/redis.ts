@@ -22,6 +22,11 @@ export function testPrefix(name: string): string {
   return `tollgate-test:${name}:${randomBytes(4).toString("hex")}:`;
 }
 
+/** Host/port pairs as a YAML flow sequence, for a policy's `nodes:` or `sentinels:`. */
+export function yamlNodes(nodes: readonly { host: string; port: number }[]): string {
+  return `[${nodes.map((n) => `{ host: ${n.host}, port: ${n.port} }`).join(", ")}]`;
+}
+
 export async function deleteKeys(url: string, prefix: string): Promise<void> {
   const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
   try {

@@ -8,7 +8,7 @@ import t from "tap";
 import { startHarness, makeKey, SERVER_BLOCK } from "../helpers/harness.ts";
 import { startLlmStandIn, type LlmStandIn } from "../helpers/llm-stand-in.ts";
 import { chat, usage, errorOf, HI, HI_TOKENS, type UsageReportJson } from "./e2e-common.ts";
-import { SHARED_REDIS_URL, testPrefix, deleteKeys, hasRedisServer, startCluster, type TestCluster } from "../helpers/redis.ts";
+import { SHARED_REDIS_URL, testPrefix, deleteKeys, hasRedisServer, startCluster, yamlNodes, type TestCluster } from "../helpers/redis.ts";
 
 const alice = makeKey();
 const ALICE = "alice@example.com";
@@ -52,7 +52,7 @@ const redisPrefix = testPrefix("admission");
 const stores: [name: string, store: () => string][] = [
   ["memory store", () => ""],
   ["redis store", () => `  store: { type: redis, url: "${SHARED_REDIS_URL}", keyPrefix: "${redisPrefix}" }`],
-  ["redis cluster store", () => `  store: { type: redis, mode: cluster, nodes: [${cluster!.nodes.map((n) => `{ host: ${n.host}, port: ${n.port} }`).join(", ")}], keyPrefix: "tg:" }`],
+  ["redis cluster store", () => `  store: { type: redis, mode: cluster, nodes: ${yamlNodes(cluster!.nodes)}, keyPrefix: "tg:" }`],
 ];
 
 for (const [name, storeOf] of stores) {

@@ -9,7 +9,7 @@ import { RedisStore, createRedisClient } from "../../src/limits/store/redis.ts";
 import { StoreUnavailableError, type TakeOp } from "../../src/limits/store/types.ts";
 import { parsePolicy } from "../../src/config/load.ts";
 import type { RedisStoreConfig } from "../../src/config/limits.ts";
-import { hasRedisServer, startSentinel } from "../helpers/redis.ts";
+import { hasRedisServer, startSentinel, yamlNodes } from "../helpers/redis.ts";
 
 const W = 60_000;
 const NOW = 100 * W;
@@ -18,12 +18,11 @@ const redisCli = (port: number, ...args: string[]) => spawnSync("redis-cli", ["-
 t.test("the store follows a Sentinel failover before the old master is demoted", { skip: !hasRedisServer() && !process.env.CI ? "redis-server is not installed" : false }, async (t) => {
   const sentinel = await startSentinel({ replica: true });
   t.teardown(() => sentinel.close());
-  const nodes = sentinel.sentinels.map((n) => `{ host: ${n.host}, port: ${n.port} }`).join(", ");
   const config = parsePolicy(`version: 1
 upstreams: { llm: { url: "http://127.0.0.1:1" } }
 routes: [{ name: r, paths: [/x], upstream: llm, allow: [{ public: true }] }]
 limits:
-  store: { type: redis, mode: sentinel, sentinels: [${nodes}], masterName: ${sentinel.masterName}, keyPrefix: "tg:" }
+  store: { type: redis, mode: sentinel, sentinels: ${yamlNodes(sentinel.sentinels)}, masterName: ${sentinel.masterName}, keyPrefix: "tg:" }
 `, "p.yaml", {}).limits.store as RedisStoreConfig;
   const store = new RedisStore(createRedisClient(config));
   t.teardown(() => store.close());

@@ -6,7 +6,7 @@ import t from "tap";
 import { MemoryStore } from "../../src/limits/store/memory.ts";
 import { RedisStore, createRedisClient } from "../../src/limits/store/redis.ts";
 import { storeContract } from "./store-contract.ts";
-import { SHARED_REDIS_URL, deleteKeys, hasRedisServer, startCluster, startSentinel, testPrefix, type TestCluster, type TestSentinel } from "../helpers/redis.ts";
+import { SHARED_REDIS_URL, deleteKeys, hasRedisServer, startCluster, startSentinel, testPrefix, yamlNodes } from "../helpers/redis.ts";
 import { parsePolicy } from "../../src/config/load.ts";
 import type { RedisStoreConfig } from "../../src/config/limits.ts";
 
@@ -37,29 +37,30 @@ t.test("redis standalone", async (t) => {
   storeContract(t, async () => ready(new RedisStore(createRedisClient(redisConfig(`{ type: redis, url: "${SHARED_REDIS_URL}", keyPrefix: "${prefix}" }`)))));
 });
 
-t.test("redis through a sentinel", { skip: !hasRedisServer() && !process.env.CI ? "redis-server is not installed" : false }, async (t) => {
-  let sentinel: TestSentinel;
-  t.before(async () => {
-    sentinel = await startSentinel();
+/** The contract on Redis servers of the test's own: started before, stopped after. */
+function onPrivateServers<T extends { close(): Promise<void> }>(name: string, start: () => Promise<T>, store: (servers: T) => string, check?: (store: RedisStore) => void): void {
+  t.test(name, { skip: !hasRedisServer() && !process.env.CI ? "redis-server is not installed" : false }, async (t) => {
+    let servers: T | undefined;
+    t.before(async () => {
+      servers = await start();
+    });
+    t.teardown(() => servers?.close());
+    storeContract(t, async () => {
+      const s = await ready(new RedisStore(createRedisClient(redisConfig(store(servers!)))));
+      check?.(s);
+      return s;
+    });
   });
-  t.teardown(() => sentinel?.close());
-  storeContract(t, async () => {
-    const sentinels = sentinel.sentinels.map((n) => `{ host: ${n.host}, port: ${n.port} }`).join(", ");
-    const store = await ready(new RedisStore(createRedisClient(redisConfig(`{ type: redis, mode: sentinel, sentinels: [${sentinels}], masterName: ${sentinel.masterName}, keyPrefix: "tg:" }`))));
-    // The master's address came from the Sentinel, not from the configuration.
-    if ((store.client as { options?: { sentinels?: unknown } }).options?.sentinels === undefined) throw new Error("not a Sentinel client");
-    return store;
-  });
-});
+}
 
-t.test("redis cluster", { skip: !hasRedisServer() && !process.env.CI ? "redis-server is not installed" : false }, async (t) => {
-  let cluster: TestCluster;
-  t.before(async () => {
-    cluster = await startCluster();
-  });
-  t.teardown(() => cluster?.close());
-  storeContract(t, async () => {
-    const nodes = cluster.nodes.map((n) => `{ host: ${n.host}, port: ${n.port} }`).join(", ");
-    return ready(new RedisStore(createRedisClient(redisConfig(`{ type: redis, mode: cluster, nodes: [${nodes}], keyPrefix: "tg:" }`))));
-  });
-});
+onPrivateServers(
+  "redis through a sentinel",
+  startSentinel,
+  (sentinel) => `{ type: redis, mode: sentinel, sentinels: ${yamlNodes(sentinel.sentinels)}, masterName: ${sentinel.masterName}, keyPrefix: "tg:" }`,
+  // The master's address comes from the Sentinel, not from the configuration.
+  (store) => {
+    if ((store.client as { options?: { sentinels?: unknown } }).options?.sentinels === undefined) throw new Error("not a Sentinel client");
+  },
+);
+
+onPrivateServers("redis cluster", startCluster, (cluster) => `{ type: redis, mode: cluster, nodes: ${yamlNodes(cluster.nodes)}, keyPrefix: "tg:" }`);
