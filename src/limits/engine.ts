@@ -15,7 +15,7 @@ import { compileNames, type NameMatcher } from "../policy/patterns.ts";
 import { TollgateError } from "../proxy/errors.ts";
 import { MemoryStore } from "./store/memory.ts";
 import { StoreUnavailableError, type GiveOp, type Store, type TakeAllResult, type TakeOp, type WindowState } from "./store/types.ts";
-import { scopeInstances, scopeKey } from "./scopes.ts";
+import { instanceKeys } from "./scopes.ts";
 import { periodAt } from "./periods.ts";
 import { formatReset, msUntilFits, msUntilReset } from "./ratelimit-headers.ts";
 import { usageReport, type UsageQuery, type UsageReport } from "./usage-report.ts";
@@ -86,6 +86,8 @@ export class LimitsEngine {
   readonly #config: LimitsConfig;
   readonly #deps: EngineDeps;
   readonly #rules: Rule[];
+  /** Per route, the rules that may apply there in kind order (see `sortByKind`), worked out at its first request. */
+  readonly #routeRules = new Map<string, { rules: Rule[]; byModel: boolean }>();
   readonly #local = new MemoryStore();
   #degraded = false;
   readonly #unsubscribe: () => void;
@@ -127,7 +129,7 @@ export class LimitsEngine {
   }
 
   async admit(req: AdmitRequest): Promise<Admission | undefined> {
-    const rules = this.#rules.filter((r) => (!r.routes || r.routes.has(req.route)) && (!r.models || (req.model !== undefined && r.models.matches(req.model))));
+    const rules = this.#applicable(req.route, req.model);
     if (rules.length === 0) return undefined;
     const now = this.#deps.clock.now();
     const scope = { principal: req.principal, route: req.route, model: req.model };
@@ -138,16 +140,15 @@ export class LimitsEngine {
     let outputTokens = req.maxOutputTokens;
     let clampMaxTokens: number | undefined;
 
-    const budgets = rules.filter((r) => r.config.budget);
     let priced = { micros: 0, priced: true };
-    if (budgets.length > 0) {
+    if (rules.some((r) => r.config.budget)) {
       priced = this.#deps.price(req.model, { inputTokens: req.inputTokens, outputTokens });
       if (!priced.priced) {
         this.#deps.metrics.unpricedRequests.inc();
         if (this.#deps.unknownModel === "deny") throw new TollgateError("unpriced_model");
       }
       if (this.#config.clampMaxTokens && priced.priced) {
-        const clamp = await this.#affordableOutput(budgets, scope, req, now);
+        const clamp = await this.#affordableOutput(rules.filter((r) => r.config.budget), scope, req, now);
         // A clamp below one token would send max_tokens: 0 upstream: the request is refused instead.
         if (clamp !== undefined && clamp >= 1 && clamp < outputTokens) {
           outputTokens = clamp;
@@ -163,8 +164,8 @@ export class LimitsEngine {
     // ran one per instance. The refusal reported is the first in kind order (concurrency, requests, tokens,
     // budgets), so clients see the same reason whatever the timing.
     const plans: Plan[] = [];
-    for (const rule of sortByKind(rules)) {
-      for (const instance of scopeInstances(rule.config.by, scope)) plans.push(this.#plan(rule, scopeKey(rule.config.name, instance), now, tokenCost, priced.micros));
+    for (const rule of rules) {
+      for (const key of instanceKeys(rule.config.name, rule.config.by, scope)) plans.push(this.#plan(rule, key, now, tokenCost, priced.micros));
     }
     for (const { plan, store, state, scale } of await this.#takeAll(plans, now)) {
       const c = plan.rule.config;
@@ -207,6 +208,17 @@ export class LimitsEngine {
         await this.#settle(taken, req, usage, outcome);
       },
     };
+  }
+
+  /** The rules this request counts against, in kind order; no new array unless a rule is limited to some models. */
+  #applicable(route: string, model: string | undefined): Rule[] {
+    let entry = this.#routeRules.get(route);
+    if (!entry) {
+      const rules = sortByKind(this.#rules.filter((r) => !r.routes || r.routes.has(route)));
+      entry = { rules, byModel: rules.some((r) => r.models) };
+      this.#routeRules.set(route, entry);
+    }
+    return entry.byModel ? entry.rules.filter((r) => !r.models || (model !== undefined && r.models.matches(model))) : entry.rules;
   }
 
   /** What taking one limit instance means: the store op and the rule it is for. */
@@ -287,8 +299,8 @@ export class LimitsEngine {
     for (const rule of budgets) {
       const b = rule.config.budget!;
       const period = periodAt(b.period, b.timeZone, now);
-      for (const instance of scopeInstances(rule.config.by, scope)) {
-        const r = await this.#withStore(rule, (store) => store.budgetRead(`${scopeKey(rule.config.name, instance)}:${period.id}`, now));
+      for (const key of instanceKeys(rule.config.name, rule.config.by, scope)) {
+        const r = await this.#withStore(rule, (store) => store.budgetRead(`${key}:${period.id}`, now));
         if (r) remaining = Math.min(remaining, Math.round(b.usd * 1e6) - r.result.spent - r.result.reserved);
       }
     }
@@ -304,29 +316,36 @@ export class LimitsEngine {
     const cost = this.#deps.price(req.model, usage).micros;
     const now = this.#deps.clock.now();
     // Every settlement of a request goes out in one step per store (one script on Redis standalone/Sentinel).
+    // Nearly always there is one store (the shared one, or this replica's while it is down).
+    const store = taken[0]?.store;
+    if (taken.every((t) => t.store === store)) {
+      if (store) await this.#settleOn(store, taken, tokens, cost, now, outcome);
+      return;
+    }
     const byStore = new Map<Store, Taken[]>();
     for (const t of taken) {
       const group = byStore.get(t.store);
       if (group) group.push(t);
       else byStore.set(t.store, [t]);
     }
-    await Promise.all(
-      [...byStore].map(async ([store, group]) => {
-        const ops = group.map((t): GiveOp => (t.kind === "concurrency" ? { kind: "lease", key: t.key, id: t.id } : t.kind === "tokens" ? { kind: "window", key: t.key, windowMs: t.windowMs, windowStart: t.windowStart, delta: tokens - t.reserved } : { kind: "budget", key: t.key, id: t.id, actual: cost, expireAt: t.expireAt }));
-        const outcomes = await store.giveAll(ops, now);
-        group.forEach((t, i) => {
-          const o = outcomes[i];
-          if (o instanceof Error) {
-            // The reservation or lease expires by itself (leaseTtl); the spend it should have recorded is logged.
-            this.#deps.metrics.settleFailures.inc({ kind: t.kind });
-            this.#deps.logger.warn({ kind: t.kind, outcome, costMicros: cost, err: o.message }, "could not settle a limit; its reservation will expire");
-            return;
-          }
-          if (t.kind === "budget" && o) this.#crossings(t, o.spent - cost, o.spent);
-          if (store !== this.#local) this.#setDegraded(false);
-        });
-      }),
-    );
+    await Promise.all([...byStore].map(([store, group]) => this.#settleOn(store, group, tokens, cost, now, outcome)));
+  }
+
+  async #settleOn(store: Store, group: Taken[], tokens: number, cost: number, now: number, outcome: SettleOutcome): Promise<void> {
+    const ops = group.map((t): GiveOp => (t.kind === "concurrency" ? { kind: "lease", key: t.key, id: t.id } : t.kind === "tokens" ? { kind: "window", key: t.key, windowMs: t.windowMs, windowStart: t.windowStart, delta: tokens - t.reserved } : { kind: "budget", key: t.key, id: t.id, actual: cost, expireAt: t.expireAt }));
+    const outcomes = await store.giveAll(ops, now);
+    for (let i = 0; i < group.length; i++) {
+      const t = group[i]!;
+      const o = outcomes[i];
+      if (o instanceof Error) {
+        // The reservation or lease expires by itself (leaseTtl); the spend it should have recorded is logged.
+        this.#deps.metrics.settleFailures.inc({ kind: t.kind });
+        this.#deps.logger.warn({ kind: t.kind, outcome, costMicros: cost, err: o.message }, "could not settle a limit; its reservation will expire");
+        continue;
+      }
+      if (t.kind === "budget" && o) this.#crossings(t, o.spent - cost, o.spent);
+      if (store !== this.#local) this.#setDegraded(false);
+    }
   }
 
   #crossings(t: Extract<Taken, { kind: "budget" }>, before: number, after: number): void {
