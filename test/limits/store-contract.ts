@@ -163,6 +163,38 @@ export function storeContract(t: Test, make: () => Promise<Store>): void {
     t.equal((await store.budgetRead("race-all-usd", at)).reserved, 10_000);
   });
 
+  t.test("many requests at once (more than one gathered call holds): each gets its own states and outcomes", async (t) => {
+    const at = 80 * W + 5;
+    const n = 150;
+    const taken = await Promise.all(
+      Array.from({ length: n }, (_, i) =>
+        store.takeAll(
+          [
+            { kind: "window", key: `many-own-${i}`, windowMs: W, limit: 1_000, cost: i + 1 },
+            { kind: "budget", key: "many-shared-usd", limit: 100 * 1_000, amount: 1_000, id: `m${i}`, ttlMs: 60_000, expireAt: undefined },
+          ],
+          at,
+        ),
+      ),
+    );
+    t.ok(
+      taken.every((r, i) => r.refused >= 0 || (r.states[0] as WindowState).current === i + 1),
+      "every admitted request's own window shows its own cost",
+    );
+    const admitted = taken.map((r, i) => (r.refused < 0 ? i : -1)).filter((i) => i >= 0);
+    const refused = taken.map((r, i) => (r.refused >= 0 ? i : -1)).filter((i) => i >= 0);
+    const left = await Promise.all(refused.map((i) => store.windowTake(`many-own-${i}`, W, 1_000, 0, at)));
+    t.ok(left.every((w) => w.current === 0), "a refused request left nothing in its own window");
+    t.equal(admitted.length, 100, "the shared budget admitted exactly 100 reservations of 1,000");
+    t.ok(taken.every((r) => r.refused < 0 || r.refused === 1), "a refusal names the budget");
+    const settled = await Promise.all(admitted.map((i) => store.giveAll([{ kind: "window", key: `many-own-${i}`, windowMs: W, windowStart: 80 * W, delta: -(i + 1) }, { kind: "budget", key: "many-shared-usd", id: `m${i}`, actual: 10, expireAt: undefined }], at + 1)));
+    t.ok(settled.every((outcomes) => outcomes.length === 2 && outcomes[0] === undefined && (outcomes[1] as BudgetState).spent > 0), "one outcome per op, per request");
+    const final = await store.budgetRead("many-shared-usd", at + 2);
+    t.same([final.spent, final.reserved], [1_000, 0], "every settlement counted once: 100 × 10 spent, nothing reserved");
+    const own = await Promise.all(admitted.map((i) => store.windowTake(`many-own-${i}`, W, 1_000, 0, at + 2)));
+    t.ok(own.every((w) => w.current === 0), "every request's own window reconciled to zero");
+  });
+
   t.test("takeAll and giveAll keep large amounts exact", async (t) => {
     const big = 123_456_789_012_345; // micro-dollars: ~$123M, 15 digits
     const r = await store.takeAll([{ kind: "budget", key: "big-usd", limit: 2 * big, amount: big, id: "x", ttlMs: 60_000, expireAt: undefined }, { kind: "window", key: "big-tpm", windowMs: W, limit: 2 * big, cost: big }], 70 * W);

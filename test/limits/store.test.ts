@@ -5,6 +5,7 @@
 import t from "tap";
 import { MemoryStore } from "../../src/limits/store/memory.ts";
 import { RedisStore, createRedisClient } from "../../src/limits/store/redis.ts";
+import { StoreUnavailableError, type WindowState } from "../../src/limits/store/types.ts";
 import { storeContract } from "./store-contract.ts";
 import { SHARED_REDIS_URL, deleteKeys, hasRedisServer, startCluster, startSentinel, testPrefix, yamlNodes } from "../helpers/redis.ts";
 import { parsePolicy } from "../../src/config/load.ts";
@@ -35,6 +36,45 @@ t.test("redis standalone", async (t) => {
   const prefix = testPrefix("store");
   t.teardown(() => deleteKeys(SHARED_REDIS_URL, prefix));
   storeContract(t, async () => ready(new RedisStore(createRedisClient(redisConfig(`{ type: redis, url: "${SHARED_REDIS_URL}", keyPrefix: "${prefix}" }`)))));
+});
+
+t.test("redis standalone: requests that arrive together share one script call; a failed call fails each of them", async (t) => {
+  const prefix = testPrefix("gather");
+  t.teardown(() => deleteKeys(SHARED_REDIS_URL, prefix));
+  const store = await ready(new RedisStore(createRedisClient(redisConfig(`{ type: redis, url: "${SHARED_REDIS_URL}", keyPrefix: "${prefix}" }`))));
+  t.teardown(() => store.close());
+  // Count (and, on demand, fail) the script calls the store makes.
+  const client = store.client as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
+  const calls = { tgAdmitAll: 0, tgSettleAll: 0 };
+  let fail = false;
+  for (const name of ["tgAdmitAll", "tgSettleAll"] as const) {
+    const original = client[name]!;
+    client[name] = (...args) => {
+      calls[name]++;
+      return fail ? Promise.reject(new Error("Command timed out")) : original.apply(client, args);
+    };
+  }
+  const W = 60_000;
+  const now = 1000 * W;
+  const take = (i: number) => store.takeAll([{ kind: "window", key: `g-${i}`, windowMs: W, limit: 10, cost: 1 }, { kind: "lease", key: `l-${i}`, limit: 5, id: `x${i}`, ttlMs: 60_000 }], now);
+  const results = await Promise.all(Array.from({ length: 100 }, (_, i) => take(i)));
+  t.ok(results.every((r) => r.refused === -1 && (r.states[0] as WindowState).current === 1), "each request admitted on its own counters");
+  t.equal(calls.tgAdmitAll, 2, "100 admissions in one turn of the event loop: two calls (at most 64 requests each)");
+  const given = await Promise.all(Array.from({ length: 100 }, (_, i) => store.giveAll([{ kind: "lease", key: `l-${i}`, id: `x${i}` }, { kind: "window", key: `g-${i}`, windowMs: W, windowStart: now, delta: 2 }], now)));
+  t.ok(given.every((o) => o.length === 2 && o.every((x) => x === undefined)));
+  t.equal(calls.tgSettleAll, 2, "100 settlements: two calls");
+  t.equal(await store.leaseCount("l-7", now), 0, "settled: the lease released");
+
+  calls.tgAdmitAll = 0;
+  fail = true;
+  const failed = await Promise.allSettled([take(0), take(1), take(2)]);
+  t.equal(calls.tgAdmitAll, 1, "three admissions, one call");
+  t.ok(failed.every((r) => r.status === "rejected" && r.reason instanceof StoreUnavailableError), "each request of the failed call sees the store unavailable (and follows its limits' failure modes)");
+  const settleFailed = await store.giveAll([{ kind: "lease", key: "l-0", id: "x0" }], now);
+  t.ok(settleFailed[0] instanceof Error, "a failed settlement call: an error outcome per op");
+  fail = false;
+  const after = await take(0);
+  t.equal((after.states[0] as WindowState).current, 4, "the next call goes through (1 taken, +2 settled, +1 now)");
 });
 
 /** The contract on Redis servers of the test's own: started before, stopped after. */

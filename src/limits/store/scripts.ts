@@ -117,99 +117,113 @@ return {1, budget_state(KEYS[1])}
 `;
 
 /**
- * Several limit instances taken at once, all or nothing: every one is checked first, and only when all of them
- * admit is anything added. ARGV: now, then one entry per instance, its keys taken from KEYS in order:
+ * Several limit instances taken at once, all or nothing, for one request or for several: the store gathers the
+ * requests that arrive together and sends them as one call (one command for ioredis and Redis instead of one
+ * per request); each request's group is still all or nothing on its own, and groups run in arrival order.
+ * ARGV, per group: now, the number of entries, then the entries, their keys taken from KEYS in order:
  *   'w', windowMs, limit, cost, windowStart       (2 keys: current, previous window)
  *   'l', limit, id, expiresAt, ttl                (1 key: lease set)
  *   'b', limit, amount, id, expiresAt, expireAt   (3 keys: budget group)
- * → {refused, then three numbers per instance}: refused is the 1-based position of the first instance that
- * refused (0 when all admitted); per instance {allowed, previous, current} / {allowed, inFlight, 0} /
+ * → per group {refused, then three numbers per entry}: refused is the 1-based position of the first entry that
+ * refused (0 when all admitted); per entry {allowed, previous, current} / {allowed, inFlight, 0} /
  * {allowed, spent, reserved}, after the additions when all admitted.
  */
 export const ADMIT_ALL = `${LIB}
 -- Numbers are compared as numbers and handed to Redis as the strings they came in.
-local now = ARGV[1]
-local ops, k, a = {}, 1, 2
-while a <= #ARGV do
-  local t = ARGV[a]
-  local op = {t = t, k = k}
-  if t == 'w' then
-    op.window, op.limit, op.cost, op.start = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3], tonumber(ARGV[a + 4])
-    k, a = k + 2, a + 5
-  elseif t == 'l' then
-    op.limit, op.id, op.expires, op.ttl = tonumber(ARGV[a + 1]), ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
-    k, a = k + 1, a + 5
-  elseif t == 'b' then
-    op.limit, op.amount, op.id, op.expires, op.group = tonumber(ARGV[a + 1]), ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
-    k, a = k + 3, a + 6
-  else
-    return redis.error_reply('ADMIT_ALL: unknown entry ' .. tostring(t))
+local function admit_group(k, a, result)
+  local now, count = ARGV[a], tonumber(ARGV[a + 1])
+  a = a + 2
+  local ops = {}
+  for _ = 1, count do
+    local t = ARGV[a]
+    local op = {t = t, k = k}
+    if t == 'w' then
+      op.window, op.limit, op.cost, op.start = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3], tonumber(ARGV[a + 4])
+      k, a = k + 2, a + 5
+    elseif t == 'l' then
+      op.limit, op.id, op.expires, op.ttl = tonumber(ARGV[a + 1]), ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+      k, a = k + 1, a + 5
+    elseif t == 'b' then
+      op.limit, op.amount, op.id, op.expires, op.group = tonumber(ARGV[a + 1]), ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
+      k, a = k + 3, a + 6
+    else
+      error('ADMIT_ALL: unknown entry ' .. tostring(t))
+    end
+    ops[#ops + 1] = op
   end
-  ops[#ops + 1] = op
-end
-local out, refused = {0}, 0
-for i, op in ipairs(ops) do
-  local allowed, x, y
-  if op.t == 'w' then
-    local weighted
-    weighted, x, y = window_state(KEYS[op.k], KEYS[op.k + 1], op.window, tonumber(now), op.start)
-    local cost = tonumber(op.cost)
-    allowed = not (cost > 0 and weighted + cost > op.limit)
-  elseif op.t == 'l' then
-    x, y = live_leases(KEYS[op.k], now), 0
-    allowed = x < op.limit
-  else
-    expire_reservations(KEYS[op.k], KEYS[op.k + 1], KEYS[op.k + 2], now)
-    x, y = budget_state(KEYS[op.k])
-    allowed = x + y + tonumber(op.amount) <= op.limit
+  local base, refused = #result, 0
+  result[base + 1] = 0
+  for i, op in ipairs(ops) do
+    local allowed, x, y
+    if op.t == 'w' then
+      local weighted
+      weighted, x, y = window_state(KEYS[op.k], KEYS[op.k + 1], op.window, tonumber(now), op.start)
+      local cost = tonumber(op.cost)
+      allowed = not (cost > 0 and weighted + cost > op.limit)
+    elseif op.t == 'l' then
+      x, y = live_leases(KEYS[op.k], now), 0
+      allowed = x < op.limit
+    else
+      expire_reservations(KEYS[op.k], KEYS[op.k + 1], KEYS[op.k + 2], now)
+      x, y = budget_state(KEYS[op.k])
+      allowed = x + y + tonumber(op.amount) <= op.limit
+    end
+    if not allowed and refused == 0 then refused = i end
+    local at = base + 1 + (i - 1) * 3
+    result[at + 1], result[at + 2], result[at + 3] = allowed and 1 or 0, x, y
   end
-  if not allowed and refused == 0 then refused = i end
-  out[#out + 1], out[#out + 2], out[#out + 3] = allowed and 1 or 0, x, y
-end
-out[1] = refused
-if refused > 0 then return out end
-for i, op in ipairs(ops) do
-  local at = 1 + (i - 1) * 3
-  if op.t == 'w' then
-    if tonumber(op.cost) > 0 then out[at + 3] = window_add(KEYS[op.k], op.window, op.cost) end
-  elseif op.t == 'l' then
-    lease_add(KEYS[op.k], op.id, op.expires, op.ttl)
-    out[at + 2] = out[at + 2] + 1
-  else
-    budget_add(KEYS[op.k], KEYS[op.k + 1], KEYS[op.k + 2], op.amount, op.id, op.expires, op.group)
-    out[at + 2], out[at + 3] = budget_state(KEYS[op.k])
+  result[base + 1] = refused
+  if refused > 0 then return k, a end
+  for i, op in ipairs(ops) do
+    local at = base + 1 + (i - 1) * 3
+    if op.t == 'w' then
+      if tonumber(op.cost) > 0 then result[at + 3] = window_add(KEYS[op.k], op.window, op.cost) end
+    elseif op.t == 'l' then
+      lease_add(KEYS[op.k], op.id, op.expires, op.ttl)
+      result[at + 2] = result[at + 2] + 1
+    else
+      budget_add(KEYS[op.k], KEYS[op.k + 1], KEYS[op.k + 2], op.amount, op.id, op.expires, op.group)
+      result[at + 2], result[at + 3] = budget_state(KEYS[op.k])
+    end
   end
+  return k, a
 end
-return out
+local result, k, a = {}, 1, 1
+while a <= #ARGV do k, a = admit_group(k, a, result) end
+return result
 `;
 
 /**
- * Several settlements at once. ARGV: now, then one entry per instance, its keys taken from KEYS in order:
+ * Several settlements at once, for one request or for several (gathered as ADMIT_ALL's groups are).
+ * ARGV, per group: now, the number of entries, then the entries, their keys taken from KEYS in order:
  *   'a', delta, ttl              (1 key: window)        window reconciliation, never below zero
  *   'r', id                      (1 key: lease set)     lease release
  *   's', id, actual, expireAt    (3 keys: budget group) reservation replaced by the actual spend
- * → two numbers per instance: {spent, reserved} after a budget settlement, {0, 0} otherwise.
+ * → two numbers per entry: {spent, reserved} after a budget settlement, {0, 0} otherwise.
  */
 export const SETTLE_ALL = `${LIB}
-local now = ARGV[1]
-local out, k, a = {}, 1, 2
+local out, k, a = {}, 1, 1
 while a <= #ARGV do
-  local t = ARGV[a]
-  local spent, reserved = 0, 0
-  if t == 'a' then
-    if tonumber(ARGV[a + 1]) ~= 0 then window_adjust(KEYS[k], ARGV[a + 1], ARGV[a + 2]) end
-    k, a = k + 1, a + 3
-  elseif t == 'r' then
-    redis.call('ZREM', KEYS[k], ARGV[a + 1])
-    k, a = k + 1, a + 2
-  elseif t == 's' then
-    budget_settle(KEYS[k], KEYS[k + 1], KEYS[k + 2], ARGV[a + 1], ARGV[a + 2], now, ARGV[a + 3])
-    spent, reserved = budget_state(KEYS[k])
-    k, a = k + 3, a + 4
-  else
-    return redis.error_reply('SETTLE_ALL: unknown entry ' .. tostring(t))
+  local now, count = ARGV[a], tonumber(ARGV[a + 1])
+  a = a + 2
+  for _ = 1, count do
+    local t = ARGV[a]
+    local spent, reserved = 0, 0
+    if t == 'a' then
+      if tonumber(ARGV[a + 1]) ~= 0 then window_adjust(KEYS[k], ARGV[a + 1], ARGV[a + 2]) end
+      k, a = k + 1, a + 3
+    elseif t == 'r' then
+      redis.call('ZREM', KEYS[k], ARGV[a + 1])
+      k, a = k + 1, a + 2
+    elseif t == 's' then
+      budget_settle(KEYS[k], KEYS[k + 1], KEYS[k + 2], ARGV[a + 1], ARGV[a + 2], now, ARGV[a + 3])
+      spent, reserved = budget_state(KEYS[k])
+      k, a = k + 3, a + 4
+    else
+      return redis.error_reply('SETTLE_ALL: unknown entry ' .. tostring(t))
+    end
+    out[#out + 1], out[#out + 2] = spent, reserved
   end
-  out[#out + 1], out[#out + 2] = spent, reserved
 end
 return out
 `;
