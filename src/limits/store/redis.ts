@@ -93,14 +93,12 @@ class Gather {
     const parts = this.#parts;
     if (parts.length === 0) return;
     this.#parts = [];
-    const keys: string[] = [];
-    const args: (string | number)[] = [];
-    for (const part of parts) {
-      for (const key of part.keys) keys.push(key);
-      for (const arg of part.args) args.push(arg);
-    }
-    for (const arg of args) keys.push(arg as string);
-    this.#send(keys.length - args.length, keys).then(
+    // KEYS of every part, in order, then ARGV of every part, in the same order.
+    const keysAndArgs: (string | number)[] = [];
+    for (const part of parts) for (const key of part.keys) keysAndArgs.push(key);
+    const numberOfKeys = keysAndArgs.length;
+    for (const part of parts) for (const arg of part.args) keysAndArgs.push(arg);
+    this.#send(numberOfKeys, keysAndArgs).then(
       (reply) => {
         let at = 0;
         for (const part of parts) {
