@@ -157,7 +157,7 @@ export class LimitsEngine {
         }
       }
     }
-    const tokenCost = req.inputTokens + outputTokens;
+    const tokenCost = storeCount(req.inputTokens + outputTokens);
 
     // Every limit instance is taken in one step, all or nothing (one Lua script on a standalone or Sentinel Redis):
     // a refused request takes nothing, not even for a round trip, and Redis runs one command per request where it
@@ -233,7 +233,7 @@ export class LimitsEngine {
     const budget = c.budget!;
     const period = periodAt(budget.period, budget.timeZone, now);
     const expireAt = period.end === undefined ? undefined : period.end + 86_400_000;
-    return { rule, op: { kind: "budget", key: `${key}:${period.id}`, limit: Math.round(budget.usd * 1e6), amount: micros, id: randomUUID(), ttlMs, expireAt }, periodEnd: period.end };
+    return { rule, op: { kind: "budget", key: `${key}:${period.id}`, limit: Math.round(budget.usd * 1e6), amount: storeCount(micros), id: randomUUID(), ttlMs, expireAt }, periodEnd: period.end };
   }
 
   /**
@@ -312,8 +312,9 @@ export class LimitsEngine {
   }
 
   async #settle(taken: Taken[], req: AdmitRequest, usage: Usage, outcome: SettleOutcome): Promise<void> {
-    const tokens = usage.inputTokens + usage.outputTokens;
-    const cost = this.#deps.price(req.model, usage).micros;
+    // Whole numbers: Redis counts in 64-bit integers, and an upstream may report a fractional or absurd count.
+    const tokens = storeCount(usage.inputTokens + usage.outputTokens);
+    const cost = storeCount(this.#deps.price(req.model, usage).micros);
     const now = this.#deps.clock.now();
     // Every settlement of a request goes out in one step per store (one script on Redis standalone/Sentinel).
     // Nearly always there is one store (the shared one, or this replica's while it is down).
@@ -417,6 +418,11 @@ export class LimitsEngine {
     this.#unsubscribe();
     await this.#local.close();
   }
+}
+
+/** A whole number every store keeps exactly (Redis's INCRBY takes 64-bit integers); not a number counts as 0. */
+function storeCount(n: number): number {
+  return Number.isFinite(n) ? Math.max(-Number.MAX_SAFE_INTEGER, Math.min(Number.MAX_SAFE_INTEGER, Math.round(n))) : 0;
 }
 
 function scaled(limit: number, scale: number): number {

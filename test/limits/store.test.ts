@@ -77,6 +77,38 @@ t.test("redis standalone: requests that arrive together share one script call; a
   t.equal((after.states[0] as WindowState).current, 4, "the next call goes through (1 taken, +2 settled, +1 now)");
 });
 
+t.test("redis standalone: a request whose commands fail inside a shared call fails alone", async (t) => {
+  const prefix = testPrefix("gather-isolation");
+  t.teardown(() => deleteKeys(SHARED_REDIS_URL, prefix));
+  const store = await ready(new RedisStore(createRedisClient(redisConfig(`{ type: redis, url: "${SHARED_REDIS_URL}", keyPrefix: "${prefix}" }`))));
+  t.teardown(() => store.close());
+  const W = 60_000;
+  const now = 2000 * W;
+  const take = (i: number, cost: number) =>
+    store.takeAll(
+      [
+        { kind: "lease", key: `iso-l-${i}`, limit: 5, id: `x${i}`, ttlMs: 60_000 },
+        { kind: "budget", key: `iso-b-${i}`, limit: 1_000_000, amount: 1_000, id: `x${i}`, ttlMs: 60_000, expireAt: undefined },
+        // Redis counts in integers: a fractional cost makes this request's INCRBY fail.
+        { kind: "window", key: `iso-w-${i}`, windowMs: W, limit: 100, cost },
+      ],
+      now,
+    );
+  const taken = await Promise.allSettled([take(0, 1), take(1, 1.5), take(2, 1)]);
+  t.equal(taken[0]!.status, "fulfilled", "the request before it is admitted");
+  t.equal(taken[2]!.status, "fulfilled", "the request after it is admitted");
+  t.ok(taken[1]!.status === "rejected" && taken[1].reason instanceof StoreUnavailableError && /integer/.test(String(taken[1].reason.message)), "only the bad request fails, with Redis's reason");
+  t.equal(await store.leaseCount("iso-l-2", now), 1, "the request after it holds its lease");
+
+  const settle = (i: number, delta: number) => store.giveAll([{ kind: "lease", key: `iso-l-${i}`, id: `x${i}` }, { kind: "budget", key: `iso-b-${i}`, id: `x${i}`, actual: 400, expireAt: undefined }, { kind: "window", key: `iso-w-${i}`, windowMs: W, windowStart: now, delta }], now);
+  const [first, bad, last] = await Promise.all([settle(0, 3), settle(1, 0.5), settle(2, 3)]);
+  t.same(first, [undefined, { allowed: true, spent: 400, reserved: 0 }, undefined], "the settlement before it: its own outcomes");
+  t.same(last, [undefined, { allowed: true, spent: 400, reserved: 0 }, undefined], "the settlement after it: applied and reported");
+  t.ok(bad!.every((o) => o instanceof Error), "the bad settlement: an error for each of its ops");
+  t.equal(await store.leaseCount("iso-l-2", now), 0, "the request after it released its lease");
+  t.equal((await store.windowTake("iso-w-2", W, 100, 0, now)).current, 4, "and reconciled its window (1 + 3)");
+});
+
 /** The contract on Redis servers of the test's own: started before, stopped after. */
 function onPrivateServers<T extends { close(): Promise<void> }>(name: string, start: () => Promise<T>, store: (servers: T) => string, check?: (store: RedisStore) => void): void {
   t.test(name, { skip: !hasRedisServer() && !process.env.CI ? "redis-server is not installed" : false }, async (t) => {

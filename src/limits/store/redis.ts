@@ -49,8 +49,9 @@ export function createRedisClient(config: RedisStoreConfig): Client {
       // there in between was lost when it resynchronised from the new master.
       return new Redis({ ...options, enableAutoPipelining: false, sentinels: config.sentinels!, name: config.masterName!, failoverDetector: true });
     default:
-      // Admissions and settlements, the only per-request commands, are gathered into one call per loop turn by
-      // the store itself; ioredis's own gathering would hold that call back one more turn.
+      // Admissions and settlements are gathered into one call per loop turn by the store itself; ioredis's own
+      // gathering would hold that call back one more turn. The rarer per-request commands (a browser session's
+      // revocation check, budget reads when `clampMaxTokens` is on) go out on their own.
       return new Redis(config.url!, { ...options, enableAutoPipelining: false });
   }
 }
@@ -211,6 +212,8 @@ export class RedisStore implements Store {
       }
     }
     const reply = await this.#admits.add(keys, args, 1 + ops.length * 3);
+    // This request's commands failed inside the shared call (the others in it are unaffected).
+    if (typeof reply[0] === "string") throw new StoreUnavailableError(`Redis: ${reply[0]}`);
     const states = ops.map((op, i) => {
       const allowed = Number(reply[1 + i * 3]) === 1;
       const x = Number(reply[2 + i * 3]);
@@ -240,8 +243,9 @@ export class RedisStore implements Store {
       }
     }
     try {
-      const reply = await this.#settles.add(keys, args, ops.length * 2);
-      return ops.map((op, i) => (op.kind === "budget" ? { allowed: true, spent: Number(reply[i * 2]), reserved: Number(reply[i * 2 + 1]) } : undefined));
+      const reply = await this.#settles.add(keys, args, 1 + ops.length * 2);
+      if (typeof reply[0] === "string") throw new StoreUnavailableError(`Redis: ${reply[0]}`);
+      return ops.map((op, i) => (op.kind === "budget" ? { allowed: true, spent: Number(reply[1 + i * 2]), reserved: Number(reply[2 + i * 2]) } : undefined));
     } catch (err) {
       return ops.map(() => err as Error);
     }

@@ -126,10 +126,48 @@ return {1, budget_state(KEYS[1])}
  *   'b', limit, amount, id, expiresAt, expireAt   (3 keys: budget group)
  * → per group {refused, then three numbers per entry}: refused is the 1-based position of the first entry that
  * refused (0 when all admitted); per entry {allowed, previous, current} / {allowed, inFlight, 0} /
- * {allowed, spent, reserved}, after the additions when all admitted.
+ * {allowed, spent, reserved}, after the additions when all admitted. A group whose commands fail (e.g. a number
+ * Redis cannot count) gets the error's text in place of `refused`, and the groups around it are unaffected; what
+ * the failed group wrote before the error stays, as it would have in a call of its own.
  */
 export const ADMIT_ALL = `${LIB}
 -- Numbers are compared as numbers and handed to Redis as the strings they came in.
+local function admit_ops(ops, now, result, base)
+  local refused = 0
+  for i, op in ipairs(ops) do
+    local allowed, x, y
+    if op.t == 'w' then
+      local weighted
+      weighted, x, y = window_state(KEYS[op.k], KEYS[op.k + 1], op.window, tonumber(now), op.start)
+      local cost = tonumber(op.cost)
+      allowed = not (cost > 0 and weighted + cost > op.limit)
+    elseif op.t == 'l' then
+      x, y = live_leases(KEYS[op.k], now), 0
+      allowed = x < op.limit
+    else
+      expire_reservations(KEYS[op.k], KEYS[op.k + 1], KEYS[op.k + 2], now)
+      x, y = budget_state(KEYS[op.k])
+      allowed = x + y + tonumber(op.amount) <= op.limit
+    end
+    if not allowed and refused == 0 then refused = i end
+    local at = base + 1 + (i - 1) * 3
+    result[at + 1], result[at + 2], result[at + 3] = allowed and 1 or 0, x, y
+  end
+  result[base + 1] = refused
+  if refused > 0 then return end
+  for i, op in ipairs(ops) do
+    local at = base + 1 + (i - 1) * 3
+    if op.t == 'w' then
+      if tonumber(op.cost) > 0 then result[at + 3] = window_add(KEYS[op.k], op.window, op.cost) end
+    elseif op.t == 'l' then
+      lease_add(KEYS[op.k], op.id, op.expires, op.ttl)
+      result[at + 2] = result[at + 2] + 1
+    else
+      budget_add(KEYS[op.k], KEYS[op.k + 1], KEYS[op.k + 2], op.amount, op.id, op.expires, op.group)
+      result[at + 2], result[at + 3] = budget_state(KEYS[op.k])
+    end
+  end
+end
 local function admit_group(k, a, result)
   local now, count = ARGV[a], tonumber(ARGV[a + 1])
   a = a + 2
@@ -151,40 +189,12 @@ local function admit_group(k, a, result)
     end
     ops[#ops + 1] = op
   end
-  local base, refused = #result, 0
-  result[base + 1] = 0
-  for i, op in ipairs(ops) do
-    local allowed, x, y
-    if op.t == 'w' then
-      local weighted
-      weighted, x, y = window_state(KEYS[op.k], KEYS[op.k + 1], op.window, tonumber(now), op.start)
-      local cost = tonumber(op.cost)
-      allowed = not (cost > 0 and weighted + cost > op.limit)
-    elseif op.t == 'l' then
-      x, y = live_leases(KEYS[op.k], now), 0
-      allowed = x < op.limit
-    else
-      expire_reservations(KEYS[op.k], KEYS[op.k + 1], KEYS[op.k + 2], now)
-      x, y = budget_state(KEYS[op.k])
-      allowed = x + y + tonumber(op.amount) <= op.limit
-    end
-    if not allowed and refused == 0 then refused = i end
-    local at = base + 1 + (i - 1) * 3
-    result[at + 1], result[at + 2], result[at + 3] = allowed and 1 or 0, x, y
-  end
-  result[base + 1] = refused
-  if refused > 0 then return k, a end
-  for i, op in ipairs(ops) do
-    local at = base + 1 + (i - 1) * 3
-    if op.t == 'w' then
-      if tonumber(op.cost) > 0 then result[at + 3] = window_add(KEYS[op.k], op.window, op.cost) end
-    elseif op.t == 'l' then
-      lease_add(KEYS[op.k], op.id, op.expires, op.ttl)
-      result[at + 2] = result[at + 2] + 1
-    else
-      budget_add(KEYS[op.k], KEYS[op.k + 1], KEYS[op.k + 2], op.amount, op.id, op.expires, op.group)
-      result[at + 2], result[at + 3] = budget_state(KEYS[op.k])
-    end
+  local base = #result
+  for i = 1, 1 + #ops * 3 do result[base + i] = 0 end
+  local ok, err = pcall(admit_ops, ops, now, result, base)
+  if not ok then
+    for i = 1, 1 + #ops * 3 do result[base + i] = 0 end
+    result[base + 1] = tostring(err)
   end
   return k, a
 end
@@ -193,37 +203,54 @@ while a <= #ARGV do k, a = admit_group(k, a, result) end
 return result
 `;
 
+
 /**
  * Several settlements at once, for one request or for several (gathered as ADMIT_ALL's groups are).
  * ARGV, per group: now, the number of entries, then the entries, their keys taken from KEYS in order:
  *   'a', delta, ttl              (1 key: window)        window reconciliation, never below zero
  *   'r', id                      (1 key: lease set)     lease release
  *   's', id, actual, expireAt    (3 keys: budget group) reservation replaced by the actual spend
- * → two numbers per entry: {spent, reserved} after a budget settlement, {0, 0} otherwise.
+ * → per group {1, then two numbers per entry}: {spent, reserved} after a budget settlement, {0, 0} otherwise. A
+ * group whose commands fail gets the error's text in place of the 1; the groups around it are unaffected.
  */
 export const SETTLE_ALL = `${LIB}
+local function settle_ops(entries, now, out, base)
+  for i, e in ipairs(entries) do
+    local t, k, a = e[1], e[2], e[3]
+    local spent, reserved = 0, 0
+    if t == 'a' then
+      if tonumber(ARGV[a + 1]) ~= 0 then window_adjust(KEYS[k], ARGV[a + 1], ARGV[a + 2]) end
+    elseif t == 'r' then
+      redis.call('ZREM', KEYS[k], ARGV[a + 1])
+    else
+      budget_settle(KEYS[k], KEYS[k + 1], KEYS[k + 2], ARGV[a + 1], ARGV[a + 2], now, ARGV[a + 3])
+      spent, reserved = budget_state(KEYS[k])
+    end
+    out[base + 2 * i], out[base + 2 * i + 1] = spent, reserved
+  end
+end
 local out, k, a = {}, 1, 1
 while a <= #ARGV do
   local now, count = ARGV[a], tonumber(ARGV[a + 1])
   a = a + 2
+  local entries = {}
   for _ = 1, count do
     local t = ARGV[a]
-    local spent, reserved = 0, 0
+    entries[#entries + 1] = {t, k, a}
     if t == 'a' then
-      if tonumber(ARGV[a + 1]) ~= 0 then window_adjust(KEYS[k], ARGV[a + 1], ARGV[a + 2]) end
       k, a = k + 1, a + 3
     elseif t == 'r' then
-      redis.call('ZREM', KEYS[k], ARGV[a + 1])
       k, a = k + 1, a + 2
     elseif t == 's' then
-      budget_settle(KEYS[k], KEYS[k + 1], KEYS[k + 2], ARGV[a + 1], ARGV[a + 2], now, ARGV[a + 3])
-      spent, reserved = budget_state(KEYS[k])
       k, a = k + 3, a + 4
     else
       return redis.error_reply('SETTLE_ALL: unknown entry ' .. tostring(t))
     end
-    out[#out + 1], out[#out + 2] = spent, reserved
   end
+  local base = #out
+  for i = 1, 1 + #entries * 2 do out[base + i] = 0 end
+  local ok, err = pcall(settle_ops, entries, now, out, base)
+  out[base + 1] = ok and 1 or tostring(err)
 end
 return out
 `;
