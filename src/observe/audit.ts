@@ -55,6 +55,8 @@ export function createLogger(destination: DestinationStream = stdoutDestination(
     {
       level,
       base: { service: "tollgate" },
+      // AuditLog writes its lines in this same shape itself (level label, ISO time): change both together
+      // (test/core/audit.test.ts compares an audit line with an operational one).
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
       // Belt and braces: even if a header object is ever logged, credential fields are censored.
