@@ -159,10 +159,10 @@ export class LimitsEngine {
     }
     const tokenCost = storeCount(req.inputTokens + outputTokens);
 
-    // Every limit instance is taken in one step, all or nothing (one Lua script on a standalone or Sentinel Redis):
-    // a refused request takes nothing, not even for a round trip, and Redis runs one command per request where it
-    // ran one per instance. The refusal reported is the first in kind order (concurrency, requests, tokens,
-    // budgets), so clients see the same reason whatever the timing.
+    // Every limit instance is taken in one step, all or nothing (one Lua script on a standalone or Sentinel Redis,
+    // shared with the requests of the same loop turn): a refused request takes nothing, not even for a round trip.
+    // The refusal reported is the first in kind order (concurrency, requests, tokens, budgets), so clients see the
+    // same reason whatever the timing.
     const plans: Plan[] = [];
     for (const rule of rules) {
       for (const key of instanceKeys(rule.config.name, rule.config.by, scope)) plans.push(this.#plan(rule, key, now, tokenCost, priced.micros));

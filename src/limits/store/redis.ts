@@ -32,27 +32,28 @@ export function createRedisClient(config: RedisStoreConfig): Client {
     connectTimeout: Math.max(1000, config.commandTimeout * 4),
     maxRetriesPerRequest: 1,
     enableOfflineQueue: false,
-    // Commands issued in the same tick (by concurrent requests) share one socket write: the profile of the
-    // full path showed one write(2) per command costing ~12% of the process's CPU at 32 connections. (On a
-    // standalone or Sentinel Redis the hot path's commands are gathered by `Gather` below instead.)
-    enableAutoPipelining: true,
+    // Standalone and Sentinel: admissions and settlements are gathered into one script call per loop turn by the
+    // store itself (`Gather` below); ioredis's own gathering would hold that call back one more turn. The rarer
+    // per-request commands (a browser session's revocation check, budget reads when `clampMaxTokens` is on) go
+    // out on their own.
+    enableAutoPipelining: false,
     retryStrategy: (times) => Math.min(times * 200, 2000),
     ...(config.password ? { password: config.password } : {}),
     ...(config.tls ? { tls: {} } : {}),
   };
   switch (config.mode) {
     case "cluster":
+      // A Cluster takes a request's instances one by one (their keys hash to different slots); commands issued in
+      // the same tick share one socket write per node: the profile of the full path showed one write(2) per
+      // command costing ~12% of the process's CPU at 32 connections.
       return new Cluster(config.nodes!, { redisOptions: options, enableOfflineQueue: false, enableAutoPipelining: true, keyPrefix: config.keyPrefix, clusterRetryStrategy: (times) => Math.min(times * 200, 2000) });
     case "sentinel":
       // failoverDetector: follow the Sentinels' +switch-master at once. Without it the client stayed on the old
       // master until that one was demoted (~10 s in test/limits/sentinel-failover.test.ts), and every count taken
       // there in between was lost when it resynchronised from the new master.
-      return new Redis({ ...options, enableAutoPipelining: false, sentinels: config.sentinels!, name: config.masterName!, failoverDetector: true });
+      return new Redis({ ...options, sentinels: config.sentinels!, name: config.masterName!, failoverDetector: true });
     default:
-      // Admissions and settlements are gathered into one call per loop turn by the store itself; ioredis's own
-      // gathering would hold that call back one more turn. The rarer per-request commands (a browser session's
-      // revocation check, budget reads when `clampMaxTokens` is on) go out on their own.
-      return new Redis(config.url!, { ...options, enableAutoPipelining: false });
+      return new Redis(config.url!, options);
   }
 }
 
@@ -185,9 +186,10 @@ export class RedisStore implements Store {
   }
 
   /**
-   * One script for every limit instance of a request (standalone and Sentinel): atomic across the instances, and
-   * one command for Redis and ioredis to handle (and time out) instead of one per instance. A Cluster spreads the
-   * instances over slots, so there they are taken one by one and given back on refusal.
+   * Every limit instance of a request in one script (standalone and Sentinel): atomic across the instances, and
+   * gathered with the other requests of the same loop turn into one command for Redis and ioredis to handle (and
+   * time out). A Cluster spreads the instances over slots, so there they are taken one by one and given back on
+   * refusal.
    */
   async takeAll(ops: TakeOp[], now: number): Promise<TakeAllResult> {
     if (ops.length === 0) return { refused: -1, states: [] };
