@@ -54,12 +54,14 @@ const { values: opts } = parseArgs({
     "no-write": { type: "boolean", default: false },
     "cpu-prof": { type: "boolean", default: false },
     "tollgate-node-flags": { type: "string" },
+    "sse-stagger": { type: "boolean", default: false },
+    "trace-open": { type: "string" },
     help: { type: "boolean", short: "h", default: false },
   },
 });
 if (opts.help) {
   process.stdout.write(
-    "node bench/run.ts [--quick] [--duration S] [--warmup S] [--rounds N] [--connections 1,32] [--rate 2000] [--streams 1000] [--aborts 20] [--only a,b] [--no-pin] [--no-write] [--cpu-prof] [--tollgate-node-flags='FLAGS']\n",
+    "node bench/run.ts [--quick] [--duration S] [--warmup S] [--rounds N] [--connections 1,32] [--rate 2000] [--streams 1000] [--aborts 20] [--only a,b] [--no-pin] [--no-write] [--cpu-prof] [--tollgate-node-flags='FLAGS'] [--sse-stagger] [--trace-open DIR]\n",
   );
   process.exit(0);
 }
@@ -73,6 +75,8 @@ const abortTries = Number(opts.aborts ?? (quick ? 5 : 20));
 /** Node flags for Tollgate's processes: the shipped ones by default; "" for V8's defaults. */
 const tollgateNodeFlags = opts["tollgate-node-flags"] === undefined ? TOLLGATE_NODE_FLAGS : opts["tollgate-node-flags"].split(/\s+/).filter(Boolean);
 const connectionCounts = opts.connections.split(",").map(Number).filter((n) => n > 0);
+const traceDir = opts["trace-open"];
+if (traceDir !== undefined) mkdirSync(traceDir, { recursive: true });
 if (!(durationS > 0) || !(warmupS >= 0) || !(rounds >= 1) || !(openRate >= 0) || !(streamCount >= 0) || !(abortTries >= 0) || connectionCounts.length === 0) {
   throw new Error("bad --duration, --warmup, --rounds, --rate, --streams, --aborts or --connections");
 }
@@ -207,7 +211,10 @@ async function main(): Promise<void> {
     const runOne = async (l: (typeof live)[number], w: Workload, round: number): Promise<Row> => {
       const body = w.mode === "sse" ? "sse" : "json";
       const t = target(l.running.origin, body, headersOf.get(l.config.name)!);
-      const load = (): Promise<LoadResult> => (w.mode === "open" ? runOpenLoop(t, refs.json, w.rate!, durationS * 1000) : runLoad(t, refs[body], w.connections, durationS * 1000, w.mode === "sse" ? SPACING : undefined));
+      const trace = traceDir === undefined ? undefined : join(traceDir, `${l.config.name}-r${round + 1}.json`);
+      const staggerMs = w.mode === "sse" && opts["sse-stagger"] ? SPACING.count * SPACING.spacingMs : 0;
+      const load = (): Promise<LoadResult> =>
+        w.mode === "open" ? runOpenLoop(t, refs.json, w.rate!, durationS * 1000, undefined, undefined, trace) : runLoad(t, refs[body], w.connections, durationS * 1000, w.mode === "sse" ? SPACING : undefined, undefined, staggerMs);
       const measured = async (waitMs: number) => {
         const quiet = await waitForQuiet(waitMs);
         if (quiet !== undefined && quiet >= NOISY) log(`  (the machine is busy: ${Math.round(quiet * 100)}% of its CPUs used by other work; measuring anyway)`);
@@ -327,6 +334,8 @@ async function main(): Promise<void> {
   const noisy = table.filter((r) => (r.otherCpu ?? 0) > NOISY);
   if (noisy.length > 0) process.stdout.write(`! ${noisy.length} row(s) marked "!" ran while other processes used more than ${NOISY * 100}% of a core in at least one round: rerun when the machine is quiet\n`);
   for (const [name, c] of Object.entries(caches)) if (c) notes.push(`${name}: JWT cache ${c.hit} hits, ${c.miss} misses (warm-up and stream tests included)`);
+  if (opts["sse-stagger"]) notes.push("SSE streams staggered (--sse-stagger): a diagnostic, not the issue's method; the streaming targets are judged on streams started together");
+  if (traceDir !== undefined) notes.push(`open-loop traces in ${traceDir} (node bench/open-trace.ts FILE)`);
   for (const n of notes) process.stdout.write(`note: ${n}\n`);
 
   const report = {

@@ -10,6 +10,7 @@
  *   measured from the *intended* send time, so a request that waited for a free connection (queueing behind
  *   slow ones) counts its wait instead of hiding it (no coordinated omission).
  */
+import { writeFileSync } from "node:fs";
 import { Client, type Dispatcher } from "undici";
 
 export interface Target {
@@ -236,14 +237,20 @@ function deadlineTimer(ms: number): { promise: Promise<"timeout">; cancel: () =>
  * Runs `connections` closed loops for `durationMs`. Loops start no request after the deadline; requests in
  * flight then finish (bounded by `drainMs`, after which the connections are destroyed).
  */
-export async function runLoad(target: Target, reference: Buffer, connections: number, durationMs: number, spacing?: Spacing, drainMs = 15_000): Promise<LoadResult> {
+/**
+ * A closed loop on `connections` connections. `staggerMs` spreads the connections' first requests evenly over that
+ * time (a diagnostic for SSE: equal-length streams started together stay in lockstep, so every stream's first byte
+ * waits behind the same burst of 32 requests).
+ */
+export async function runLoad(target: Target, reference: Buffer, connections: number, durationMs: number, spacing?: Spacing, drainMs = 15_000, staggerMs = 0): Promise<LoadResult> {
   const clients = Array.from({ length: connections }, () => newClient(target.origin));
   const tally = new Tally();
   const started = performance.now();
   const deadline = started + durationMs;
   let lastEnd = started;
 
-  const loop = async (client: Client) => {
+  const loop = async (client: Client, index: number) => {
+    if (staggerMs > 0) await new Promise((resolve) => setTimeout(resolve, (index * staggerMs) / connections));
     while (performance.now() < deadline) {
       const r = await request(client, target, reference, false, spacing);
       lastEnd = performance.now();
@@ -254,7 +261,7 @@ export async function runLoad(target: Target, reference: Buffer, connections: nu
 
   const drained = deadlineTimer(durationMs + drainMs);
   try {
-    const outcome = await Promise.race([Promise.all(clients.map(loop)), drained.promise]);
+    const outcome = await Promise.race([Promise.all(clients.map((client, index) => loop(client, index))), drained.promise]);
     if (outcome === "timeout") tally.firstError ??= `requests still in flight ${drainMs} ms after the deadline`;
   } finally {
     drained.cancel();
@@ -271,7 +278,12 @@ export async function runLoad(target: Target, reference: Buffer, connections: nu
 /** Requests the open loop sends before its clock starts (one per pre-opened connection), not counted. */
 export const OPEN_LOOP_WARM = 16;
 
-export async function runOpenLoop(target: Target, reference: Buffer, rate: number, durationMs: number, maxConnections = 256, drainMs = 15_000): Promise<LoadResult> {
+/**
+ * With `trace`, each request's figures are written there as JSON (an array of [due ms from the start, how late it
+ * was sent ms, time to first byte ms, latency ms, 1 when it was the first request of a connection opened during the
+ * run]): `node bench/open-trace.ts FILE` shows when the tail happened and on which connections.
+ */
+export async function runOpenLoop(target: Target, reference: Buffer, rate: number, durationMs: number, maxConnections = 256, drainMs = 15_000, trace?: string): Promise<LoadResult> {
   const tally = new Tally();
   const all: Client[] = [];
   const idle: Client[] = [];
@@ -288,6 +300,8 @@ export async function runOpenLoop(target: Target, reference: Buffer, rate: numbe
     const warm = Array.from({ length: Math.min(OPEN_LOOP_WARM, maxConnections) }, open);
     await Promise.all(warm.map(async (c) => void (await request(c, target, undefined, false))));
     idle.push(...warm);
+    const used = new Set<Client>(warm);
+    const records: number[][] | undefined = trace === undefined ? undefined : [];
 
     const started = performance.now() + 2;
     let issued = 0;
@@ -299,7 +313,11 @@ export async function runOpenLoop(target: Target, reference: Buffer, rate: numbe
     const allDone = new Promise<void>((resolve) => (finish = resolve));
 
     const send = (client: Client, due: number) => {
+      const late = performance.now() - due;
+      const opened = used.has(client) ? 0 : 1;
+      used.add(client);
       void request(client, target, reference, false, undefined, due).then((r) => {
+        records?.push([round3(due - started), round3(late), round3(r.ttfb), round3(r.latency), opened]);
         lastEnd = performance.now();
         tally.add(r);
         completed++;
@@ -330,10 +348,15 @@ export async function runOpenLoop(target: Target, reference: Buffer, rate: numbe
     }
     const result = tally.result(all.length, (lastEnd - started) / 1000, rate);
     if (firstError) result.firstError ??= firstError;
+    if (records && trace !== undefined) writeFileSync(trace, JSON.stringify(records));
     return result;
   } finally {
     await Promise.all(all.map((c) => c.destroy().catch(() => undefined)));
   }
+}
+
+function round3(x: number): number {
+  return Math.round(x * 1000) / 1000;
 }
 
 /** Nearest-rank percentile of an ascending array; undefined when empty. */

@@ -5,7 +5,7 @@
  * instead of hiding it).
  */
 import type { LoadResult } from "./load.ts";
-import { cpuSeconds, cpuTimes, busyFractions, busySeconds } from "./procs.ts";
+import { cpuSeconds, cpuSplit, cpuTimes, busyFractions, busySeconds } from "./procs.ts";
 import { toRow, type Mode, type Row } from "./report.ts";
 
 export interface Pids {
@@ -17,26 +17,27 @@ export interface Pids {
 
 export async function measure(config: string, mode: Mode, load: () => Promise<LoadResult>, pids: Pids): Promise<Row> {
   const selfBefore = process.cpuUsage();
-  const proxyBefore = pids.proxy ? cpuSeconds(pids.proxy) : undefined;
+  const proxyBefore = pids.proxy ? cpuSplit(pids.proxy) : undefined;
   const upstreamBefore = cpuSeconds(pids.upstream, false);
   const redisBefore = pids.redis ? cpuSeconds(pids.redis, false) : undefined;
   const cpuBefore = cpuTimes();
   const result = await load();
-  const proxyAfter = pids.proxy ? cpuSeconds(pids.proxy) : undefined;
+  const proxyAfter = pids.proxy ? cpuSplit(pids.proxy) : undefined;
   const upstreamAfter = cpuSeconds(pids.upstream, false);
   const redisAfter = pids.redis ? cpuSeconds(pids.redis, false) : undefined;
   const cpuAfter = cpuTimes();
   const self = process.cpuUsage(selfBefore);
 
   const spent = (before: number | undefined, after: number | undefined) => (before !== undefined && after !== undefined ? after - before : undefined);
-  const proxy = spent(proxyBefore, proxyAfter);
+  const proxySystem = spent(proxyBefore?.system, proxyAfter?.system);
+  const proxy = proxySystem === undefined ? undefined : spent(proxyBefore!.user, proxyAfter!.user)! + proxySystem;
   const upstream = spent(upstreamBefore, upstreamAfter);
   const redis = spent(redisBefore, redisAfter);
   const busy = busyFractions(cpuBefore, cpuAfter);
   const allBusy = busySeconds(cpuBefore, cpuAfter);
   const ours = (self.user + self.system) / 1e6 + (upstream ?? 0) + (proxy ?? 0) + (redis ?? 0);
   return toRow(config, mode, result, {
-    ...(proxy !== undefined ? { proxy } : {}),
+    ...(proxy !== undefined ? { proxy, proxySystem } : {}),
     ...(upstream !== undefined ? { upstream } : {}),
     ...(redis !== undefined ? { redis } : {}),
     ...(busy ? { busy } : {}),

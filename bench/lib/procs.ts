@@ -156,16 +156,24 @@ export function killAllNow(): void {
 
 /** User + system CPU seconds of a process and (unless told not to) its descendants (nginx workers), from /proc. */
 export function cpuSeconds(pid: number, withDescendants = true): number | undefined {
+  const split = cpuSplit(pid, withDescendants);
+  return split && split.user + split.system;
+}
+
+/** CPU seconds of a process (and, by default, its descendants) split into user and kernel (system) time. */
+export function cpuSplit(pid: number, withDescendants = true): { user: number; system: number } | undefined {
   const pids = withDescendants ? [pid, ...descendants(pid)] : [pid];
-  let ticks = 0;
+  let user = 0;
+  let system = 0;
   let any = false;
   for (const p of pids) {
     const stat = readStat(p);
     if (!stat) continue;
     any = true;
-    ticks += stat.utime + stat.stime;
+    user += stat.utime;
+    system += stat.stime;
   }
-  return any ? ticks / CLK_TCK : undefined;
+  return any ? { user: user / CLK_TCK, system: system / CLK_TCK } : undefined;
 }
 
 /** Resident set size of a process in KiB (VmRSS from /proc/<pid>/status), all threads. */

@@ -51,6 +51,8 @@ export interface Row {
   proxyCpuS: number | undefined;
   /** Proxy CPU seconds per 1,000 requests. */
   cpuPer1kS: number | undefined;
+  /** The part of proxyCpuS spent in the kernel (system time: socket reads and writes, loopback delivery). */
+  proxySystemShare: number | undefined;
   /** Requests per CPU-second of the proxy: the per-core capacity figure. */
   requestsPerProxyCpuS: number | undefined;
   /** requestsPerProxyCpuS divided by nginx's, HAProxy's and the bare undici forwarder's (same workload). */
@@ -68,6 +70,8 @@ export interface Row {
 
 export interface CpuFigures {
   proxy?: number;
+  /** Of `proxy`, the seconds in the kernel. */
+  proxySystem?: number;
   upstream?: number;
   redis?: number;
   busy?: number[];
@@ -112,6 +116,7 @@ export function toRow(config: string, mode: Mode, load: LoadResult, cpu: CpuFigu
     firstError: load.firstError,
     proxyCpuS,
     cpuPer1kS: proxyCpuS !== undefined && counted > 0 ? (proxyCpuS * 1000) / counted : undefined,
+    proxySystemShare: proxyCpuS !== undefined && proxyCpuS > 0 && cpu.proxySystem !== undefined ? round(cpu.proxySystem / proxyCpuS, 3) : undefined,
     requestsPerProxyCpuS: proxyCpuS !== undefined && proxyCpuS > 0 ? counted / proxyCpuS : undefined,
     cpuVsNginx: undefined,
     cpuVsHaproxy: undefined,
@@ -166,7 +171,7 @@ export function compare(rows: Row[], names: Baselines): void {
 const MEDIAN_FIELDS = [
   "connections", "elapsedS", "rps", "p50Ms", "p99Ms", "p999Ms", "ttfbP50Ms", "ttfbP99Ms", "gapP50Ms", "gapP99Ms",
   "addedP50Ms", "addedP99Ms", "addedP999Ms", "addedTtfbP50Ms", "addedTtfbP99Ms", "addedGapP99Ms", "ratioToDirect", "ratioToNginx",
-  "proxyCpuS", "cpuPer1kS", "requestsPerProxyCpuS", "cpuVsNginx", "cpuVsHaproxy", "cpuVsUndici", "upstreamCpuS", "redisCpuS",
+  "proxyCpuS", "cpuPer1kS", "proxySystemShare", "requestsPerProxyCpuS", "cpuVsNginx", "cpuVsHaproxy", "cpuVsUndici", "upstreamCpuS", "redisCpuS",
 ] as const satisfies readonly (keyof Row)[];
 const SUM_FIELDS = ["requests", "intact", "non200", "mismatched", "transportErrors", "coalesced", "bunched"] as const satisfies readonly (keyof Row)[];
 
@@ -252,6 +257,7 @@ const COLUMNS: [string, (r: Row) => string][] = [
   ["+gap p99", (r) => sse(r, signed(r.addedGapP99Ms))],
   ["coalesced/bunched", (r) => sse(r, `${r.coalesced}/${r.bunched}`)],
   ["CPU s/1k req", (r) => (r.cpuPer1kS === undefined ? "-" : r.cpuPer1kS.toFixed(3))],
+  ["kernel %", (r) => (r.proxySystemShare === undefined ? "-" : String(Math.round(r.proxySystemShare * 100)))],
   ["req/CPU-s", (r) => count(r.requestsPerProxyCpuS)],
   ["÷ nginx", (r) => times(r.cpuVsNginx)],
   ["÷ HAProxy", (r) => times(r.cpuVsHaproxy)],
