@@ -11,7 +11,7 @@ import type { Logger } from "pino";
 import type { Policy } from "./config/schema.ts";
 import type { Clock } from "./clock.ts";
 import { normalizeTarget } from "./proxy/normalize.ts";
-import { buildHeaderPolicy, checkRawHeaders, forwardableRequestHeaders, type HeaderPolicy } from "./proxy/headers.ts";
+import { buildHeaderPolicy, checkRawHeaders, forgetCredentials, forwardableRequestHeaders, type HeaderPolicy } from "./proxy/headers.ts";
 import { readBody, parseJsonStrict, parseJsonLenient } from "./proxy/body.ts";
 import type { ForwardResult } from "./proxy/forward.ts";
 import { requestHasBody, isForm, appendForwarded } from "./proxy/request.ts";
@@ -280,6 +280,8 @@ export class Gateway {
       if (kept === undefined) delete headers.cookie;
       else headers.cookie = kept;
     }
+    // Authenticated and its upstream headers built: the client's credential is not needed any more.
+    forgetCredentials(req);
     headers[this.#requestIdHeader] = exchange.requestId;
     appendForwarded(headers, req, exchange.remoteAddress);
     // A compressed response cannot be metered as it passes; ask for plain bytes on metered requests.
