@@ -109,6 +109,72 @@ t.test("redis standalone: a request whose commands fail inside a shared call fai
   t.equal((await store.windowTake("iso-w-2", W, 100, 0, now)).current, 4, "and reconciled its window (1 + 3)");
 });
 
+t.test("redis standalone: a settlement rides in the next admission's call, and is applied before that admission is checked", async (t) => {
+  const prefix = testPrefix("settle-then-admit");
+  t.teardown(() => deleteKeys(SHARED_REDIS_URL, prefix));
+  const store = await ready(new RedisStore(createRedisClient(redisConfig(`{ type: redis, url: "${SHARED_REDIS_URL}", keyPrefix: "${prefix}" }`))));
+  t.teardown(() => store.close());
+  const client = store.client as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
+  const calls = { tgAdmitAll: 0, tgSettleAll: 0, tgSettleThenAdmit: 0 };
+  let fail = false;
+  for (const name of ["tgAdmitAll", "tgSettleAll", "tgSettleThenAdmit"] as const) {
+    const original = client[name]!;
+    client[name] = (...args) => {
+      calls[name]++;
+      return fail ? Promise.reject(new Error("Command timed out")) : original.apply(client, args);
+    };
+  }
+  const reset = () => Object.assign(calls, { tgAdmitAll: 0, tgSettleAll: 0, tgSettleThenAdmit: 0 });
+  const W = 60_000;
+  const now = 3000 * W;
+  // One concurrent request allowed: the second can only be admitted once the first's lease is given back.
+  const take = (id: string) => store.takeAll([{ kind: "lease", key: "one-at-a-time", limit: 1, id, ttlMs: 60_000 }, { kind: "window", key: "sta-w", windowMs: W, limit: 100, cost: 1 }], now);
+  const give = (id: string, delta = 0) => store.giveAll([{ kind: "lease", key: "one-at-a-time", id }, { kind: "window", key: "sta-w", windowMs: W, windowStart: now, delta }], now);
+
+  t.equal((await take("a")).refused, -1, "the first request is admitted");
+  t.equal((await take("b")).refused, 0, "a second one is refused while the first holds the lease");
+  reset();
+  // The first request ends and, in the same turn, a third arrives: one call, the lease back before the check.
+  const [settled, third] = await Promise.all([give("a"), take("c")]);
+  t.same(calls, { tgAdmitAll: 0, tgSettleAll: 0, tgSettleThenAdmit: 1 }, "one script call for the settlement and the admission");
+  t.same(settled, [undefined, undefined], "the settlement's outcomes");
+  t.equal(third.refused, -1, "the third request is admitted: the settlement was applied first");
+  t.equal((third.states[1] as WindowState).current, 2, "the window counts a and c (the refused b took nothing)");
+
+  // A settlement with no admission to ride with goes out on its own, shortly.
+  reset();
+  const started = performance.now();
+  t.same(await give("c"), [undefined, undefined]);
+  t.ok(performance.now() - started < 1000, "a lone settlement is not held back");
+  t.same(calls, { tgAdmitAll: 0, tgSettleAll: 1, tgSettleThenAdmit: 0 }, "its own settlement call");
+  t.equal(await store.leaseCount("one-at-a-time", now), 0, "the lease is back");
+
+  // A read issued after a settlement sees it: the waiting settlement goes out first, on the same connection.
+  t.equal((await take("g")).refused, -1);
+  reset();
+  const pending = give("g");
+  t.equal(await store.leaseCount("one-at-a-time", now), 0, "read right after the settlement was issued: the lease is back");
+  t.same(calls, { tgAdmitAll: 0, tgSettleAll: 1, tgSettleThenAdmit: 0 }, "the read sent the waiting settlement first");
+  t.same(await pending, [undefined, undefined]);
+
+  // A settlement whose commands fail (a fractional count) fails alone inside the shared call.
+  t.equal((await take("d")).refused, -1);
+  reset();
+  const [bad, fifth] = await Promise.allSettled([give("d", 0.5), take("e")]);
+  t.equal(calls.tgSettleThenAdmit, 1, "shared call");
+  t.ok(bad.status === "fulfilled" && bad.value.every((o) => o instanceof Error), "the bad settlement: an error for each of its ops");
+  // What the failed group did before its error stays (as in a call of its own): d's lease was released first.
+  t.ok(fifth.status === "fulfilled" && fifth.value.refused === -1, "the admission after it in the same call ran, and found d's lease released");
+
+  // A failed shared call fails both sides; each follows its own path.
+  fail = true;
+  reset();
+  const [lostSettle, lostTake] = await Promise.allSettled([give("e"), take("f")]);
+  t.equal(calls.tgSettleThenAdmit, 1);
+  t.ok(lostSettle.status === "fulfilled" && lostSettle.value.every((o) => o instanceof Error), "the settlement: an error outcome per op");
+  t.ok(lostTake.status === "rejected" && lostTake.reason instanceof StoreUnavailableError, "the admission: the store is unavailable");
+});
+
 /** The contract on Redis servers of the test's own: started before, stopped after. */
 function onPrivateServers<T extends { close(): Promise<void> }>(name: string, start: () => Promise<T>, store: (servers: T) => string, check?: (store: RedisStore) => void): void {
   t.test(name, { skip: !hasRedisServer() && !process.env.CI ? "redis-server is not installed" : false }, async (t) => {

@@ -6,7 +6,7 @@
 import { Redis, Cluster, type RedisOptions } from "ioredis";
 import type { RedisStoreConfig } from "../../config/limits.ts";
 import { StoreUnavailableError, type BudgetState, type GiveOp, type GiveOutcome, type LeaseState, type Store, type TakeAllResult, type TakeOp, type WindowState } from "./types.ts";
-import { ADMIT_ALL, BUDGET_READ, BUDGET_RESERVE, BUDGET_SETTLE, LEASE_ACQUIRE, LEASE_COUNT, SETTLE_ALL, WINDOW_ADJUST, WINDOW_TAKE } from "./scripts.ts";
+import { ADMIT_ALL, BUDGET_READ, BUDGET_RESERVE, BUDGET_SETTLE, LEASE_ACQUIRE, LEASE_COUNT, SETTLE_ALL, SETTLE_THEN_ADMIT, WINDOW_ADJUST, WINDOW_TAKE } from "./scripts.ts";
 import { giveOneByOne, takeOneByOne } from "./one-by-one.ts";
 
 type Client = Redis | Cluster;
@@ -23,6 +23,7 @@ interface Scripted {
   /** Variable key count: the number of keys, the keys, then the arguments. */
   tgAdmitAll(numberOfKeys: number, ...keysAndArgs: (string | number)[]): Promise<Reply>;
   tgSettleAll(numberOfKeys: number, ...keysAndArgs: (string | number)[]): Promise<Reply>;
+  tgSettleThenAdmit(numberOfKeys: number, ...keysAndArgs: (string | number)[]): Promise<Reply>;
 }
 
 export function createRedisClient(config: RedisStoreConfig): Client {
@@ -32,8 +33,8 @@ export function createRedisClient(config: RedisStoreConfig): Client {
     connectTimeout: Math.max(1000, config.commandTimeout * 4),
     maxRetriesPerRequest: 1,
     enableOfflineQueue: false,
-    // Standalone and Sentinel: admissions and settlements are gathered into one script call per loop turn by the
-    // store itself (`Gather` below); ioredis's own gathering would hold that call back one more turn. The rarer
+    // Standalone and Sentinel: admissions and settlements are gathered into shared script calls by the store
+    // itself (`Gather` below); ioredis's own gathering would hold an admission back one more turn. The rarer
     // per-request commands (a browser session's revocation check, budget reads when `clampMaxTokens` is on) go
     // out on their own.
     enableAutoPipelining: false,
@@ -67,40 +68,69 @@ interface Part {
 }
 
 /**
- * Gathers the admissions (or settlements) that concurrent requests issue in the same turn of the event loop into
- * one script call: ioredis's per-command work (a Command, its promise and timer, RESP encoding, a reply array)
- * was ~9 KB of garbage and a few µs of CPU per command, twice per request. The batch scripts keep each request's
- * group all or nothing on its own. A call that fails (timeout, connection) fails every request in it, each of
- * which then follows its limits' failure modes, as when it had its own command.
+ * Gathers the admissions and settlements of concurrent requests into one script call: ioredis's per-command work (a
+ * Command, its promise and timer, RESP encoding, a reply array) was ~9 KB of garbage and a few µs of CPU per
+ * command, and each call is a socket write and read on both sides. Admissions go out at the end of the event-loop
+ * turn they arrive in (a request waits for its admission). A settlement is never waited for by a client (the
+ * response has ended), so it waits up to `SETTLE_WAIT_MS` for an admission to ride with: one call then settles the
+ * finished requests first (their leases and reservations are back before anything is checked), then admits the
+ * new ones. The batch scripts keep each request's group all or nothing on its own. A call that fails (timeout,
+ * connection) fails every request in it, each of which then follows its limits' failure modes, as when it had its
+ * own command.
  */
 class Gather {
   static readonly MAX_PARTS = 64;
-  #parts: Part[] = [];
-  readonly #send: (numberOfKeys: number, keysAndArgs: (string | number)[]) => Promise<Reply>;
+  /** How long a settlement may wait for an admission to share a call with (ms). */
+  static readonly SETTLE_WAIT_MS = 1;
+  #admits: Part[] = [];
+  #settles: Part[] = [];
+  #soon = false;
+  #timer: NodeJS.Timeout | undefined;
+  readonly #send: (kind: "admit" | "settle" | "both", numberOfKeys: number, keysAndArgs: (string | number)[]) => Promise<Reply>;
 
-  constructor(send: (numberOfKeys: number, keysAndArgs: (string | number)[]) => Promise<Reply>) {
+  constructor(send: (kind: "admit" | "settle" | "both", numberOfKeys: number, keysAndArgs: (string | number)[]) => Promise<Reply>) {
     this.#send = send;
   }
 
-  add(keys: string[], args: (string | number)[], replyLength: number): Promise<Reply> {
+  admit(keys: string[], args: (string | number)[], replyLength: number): Promise<Reply> {
     return new Promise<Reply>((resolve, reject) => {
-      if (this.#parts.length === 0) setImmediate(() => this.#flush());
-      this.#parts.push({ keys, args, replyLength, resolve, reject });
+      this.#admits.push({ keys, args, replyLength, resolve, reject });
+      if (!this.#soon) {
+        this.#soon = true;
+        setImmediate(() => this.flush());
+      }
       // Bounds one script's run on the server (and its argument list); the rest goes in the next call.
-      if (this.#parts.length >= Gather.MAX_PARTS) this.#flush();
+      if (this.#admits.length + this.#settles.length >= Gather.MAX_PARTS) this.flush();
     });
   }
 
-  #flush(): void {
-    const parts = this.#parts;
-    if (parts.length === 0) return;
-    this.#parts = [];
-    // KEYS of every part, in order, then ARGV of every part, in the same order.
+  settle(keys: string[], args: (string | number)[], replyLength: number): Promise<Reply> {
+    return new Promise<Reply>((resolve, reject) => {
+      this.#settles.push({ keys, args, replyLength, resolve, reject });
+      if (!this.#soon && this.#timer === undefined) this.#timer = setTimeout(() => this.flush(), Gather.SETTLE_WAIT_MS);
+      if (this.#admits.length + this.#settles.length >= Gather.MAX_PARTS) this.flush();
+    });
+  }
+
+  /** Sends what is waiting now (also at close, so no settlement is left behind). */
+  flush(): void {
+    this.#soon = false;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    const settles = this.#settles;
+    const admits = this.#admits;
+    if (settles.length === 0 && admits.length === 0) return;
+    this.#settles = [];
+    this.#admits = [];
+    const parts = settles.length === 0 ? admits : admits.length === 0 ? settles : [...settles, ...admits];
+    // KEYS of every part, in order, then ARGV of every part, in the same order (after the settlement count when both).
     const keysAndArgs: (string | number)[] = [];
     for (const part of parts) for (const key of part.keys) keysAndArgs.push(key);
     const numberOfKeys = keysAndArgs.length;
+    const kind = settles.length === 0 ? "admit" : admits.length === 0 ? "settle" : "both";
+    if (kind === "both") keysAndArgs.push(settles.length);
     for (const part of parts) for (const arg of part.args) keysAndArgs.push(arg);
-    this.#send(numberOfKeys, keysAndArgs).then(
+    this.#send(kind, numberOfKeys, keysAndArgs).then(
       (reply) => {
         let at = 0;
         for (const part of parts) {
@@ -122,8 +152,7 @@ export class RedisStore implements Store {
   readonly #connectTimeout: number;
   #everReady = false;
   /** Standalone and Sentinel only: a Cluster spreads a request's instances over slots (see `takeAll`). */
-  readonly #admits: Gather;
-  readonly #settles: Gather;
+  readonly #gather: Gather;
 
   constructor(client: Client, connectTimeoutMs = 1000) {
     this.#client = client;
@@ -138,11 +167,13 @@ export class RedisStore implements Store {
     client.defineCommand("tgBudgetRead", { numberOfKeys: 3, lua: BUDGET_READ });
     client.defineCommand("tgAdmitAll", { lua: ADMIT_ALL });
     client.defineCommand("tgSettleAll", { lua: SETTLE_ALL });
+    client.defineCommand("tgSettleThenAdmit", { lua: SETTLE_THEN_ADMIT });
     // Errors surface on commands; an unhandled 'error' event would crash the process.
     client.on("error", () => {});
     this.#s = client as unknown as Scripted;
-    this.#admits = new Gather((n, keysAndArgs) => this.#run(() => this.#s.tgAdmitAll(n, ...keysAndArgs)));
-    this.#settles = new Gather((n, keysAndArgs) => this.#run(() => this.#s.tgSettleAll(n, ...keysAndArgs)));
+    this.#gather = new Gather((kind, n, keysAndArgs) =>
+      this.#call(() => (kind === "admit" ? this.#s.tgAdmitAll(n, ...keysAndArgs) : kind === "settle" ? this.#s.tgSettleAll(n, ...keysAndArgs) : this.#s.tgSettleThenAdmit(n, ...keysAndArgs))),
+    );
   }
 
   get client(): Client {
@@ -213,7 +244,7 @@ export class RedisStore implements Store {
         args.push("b", op.limit, op.amount, op.id, now + op.ttlMs, op.expireAt ?? 0);
       }
     }
-    const reply = await this.#admits.add(keys, args, 1 + ops.length * 3);
+    const reply = await this.#gather.admit(keys, args, 1 + ops.length * 3);
     // This request's commands failed inside the shared call (the others in it are unaffected).
     if (typeof reply[0] === "string") throw new StoreUnavailableError(`Redis: ${reply[0]}`);
     const states = ops.map((op, i) => {
@@ -245,7 +276,7 @@ export class RedisStore implements Store {
       }
     }
     try {
-      const reply = await this.#settles.add(keys, args, 1 + ops.length * 2);
+      const reply = await this.#gather.settle(keys, args, 1 + ops.length * 2);
       if (typeof reply[0] === "string") throw new StoreUnavailableError(`Redis: ${reply[0]}`);
       return ops.map((op, i) => (op.kind === "budget" ? { allowed: true, spent: Number(reply[1 + i * 2]), reserved: Number(reply[2 + i * 2]) } : undefined));
     } catch (err) {
@@ -280,6 +311,7 @@ export class RedisStore implements Store {
   }
 
   async close(): Promise<void> {
+    this.#gather.flush();
     this.#client.disconnect();
   }
 
@@ -297,7 +329,16 @@ export class RedisStore implements Store {
     });
   }
 
-  async #run<T>(command: () => Promise<T>): Promise<T> {
+  /**
+   * Every command of its own: what the gatherer holds goes out first, on the same connection, so a read (the usage
+   * endpoint, a budget read) sees every settlement issued before it.
+   */
+  #run<T>(command: () => Promise<T>): Promise<T> {
+    this.#gather.flush();
+    return this.#call(command);
+  }
+
+  async #call<T>(command: () => Promise<T>): Promise<T> {
     try {
       if (this.#connecting()) await this.#firstConnection();
       return await command();

@@ -67,70 +67,8 @@ local function budget_settle(kb, kr, ka, id, actual, now, group_expire_at)
 end
 `;
 
-/** KEYS: current window, previous window. ARGV: windowMs, limit, cost, now, windowStart. → {allowed, previous, current} */
-export const WINDOW_TAKE = `${LIB}
-local cost = tonumber(ARGV[3])
-local weighted, prev, cur = window_state(KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[4]), tonumber(ARGV[5]))
-if cost > 0 and weighted + cost > tonumber(ARGV[2]) then return {0, prev, cur} end
-if cost > 0 then cur = window_add(KEYS[1], tonumber(ARGV[1]), cost) end
-return {1, prev, cur}
-`;
-
-/** KEYS: the window. ARGV: delta, ttl ms. Never below zero. */
-export const WINDOW_ADJUST = `${LIB}
-window_adjust(KEYS[1], ARGV[1], ARGV[2])
-return 1
-`;
-
-/** KEYS: lease set. ARGV: limit, id, expiresAt, now, ttl. → {allowed, inFlight} */
-export const LEASE_ACQUIRE = `${LIB}
-local n = live_leases(KEYS[1], ARGV[4])
-if n >= tonumber(ARGV[1]) then return {0, n} end
-lease_add(KEYS[1], ARGV[2], ARGV[3], ARGV[5])
-return {1, n + 1}
-`;
-
-/** KEYS: lease set. ARGV: now. → live leases */
-export const LEASE_COUNT = `${LIB}
-return live_leases(KEYS[1], ARGV[1])
-`;
-
-/** ARGV: limit, amount, id, reservationExpiresAt, now, groupExpireAt (0 = never). → {allowed, spent, reserved} */
-export const BUDGET_RESERVE = `${LIB}
-expire_reservations(KEYS[1], KEYS[2], KEYS[3], ARGV[5])
-local spent, reserved = budget_state(KEYS[1])
-if spent + reserved + tonumber(ARGV[2]) > tonumber(ARGV[1]) then return {0, spent, reserved} end
-budget_add(KEYS[1], KEYS[2], KEYS[3], ARGV[2], ARGV[3], ARGV[4], ARGV[6])
-return {1, budget_state(KEYS[1])}
-`;
-
-/** ARGV: id, actual, now, groupExpireAt. → {1, spent, reserved} */
-export const BUDGET_SETTLE = `${LIB}
-budget_settle(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
-return {1, budget_state(KEYS[1])}
-`;
-
-/** ARGV: now. → {1, spent, reserved} */
-export const BUDGET_READ = `${LIB}
-expire_reservations(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
-return {1, budget_state(KEYS[1])}
-`;
-
-/**
- * Several limit instances taken at once, all or nothing, for one request or for several: the store gathers the
- * requests that arrive together and sends them as one call (one command for ioredis and Redis instead of one
- * per request); each request's group is still all or nothing on its own, and groups run in arrival order.
- * ARGV, per group: now, the number of entries, then the entries, their keys taken from KEYS in order:
- *   'w', windowMs, limit, cost, windowStart       (2 keys: current, previous window)
- *   'l', limit, id, expiresAt, ttl                (1 key: lease set)
- *   'b', limit, amount, id, expiresAt, expireAt   (3 keys: budget group)
- * → per group {refused, then three numbers per entry}: refused is the 1-based position of the first entry that
- * refused (0 when all admitted); per entry {allowed, previous, current} / {allowed, inFlight, 0} /
- * {allowed, spent, reserved}, after the additions when all admitted. A group whose commands fail (e.g. a number
- * Redis cannot count) gets the error's text in place of `refused`, and the groups around it are unaffected; what
- * the failed group wrote before the error stays, as it would have in a call of its own.
- */
-export const ADMIT_ALL = `${LIB}
+/** ADMIT_ALL's per-group functions (shared with SETTLE_THEN_ADMIT). */
+const ADMIT_FNS = `
 -- Numbers are compared as numbers and handed to Redis as the strings they came in.
 local function admit_ops(ops, now, result, base)
   local refused = 0
@@ -198,22 +136,10 @@ local function admit_group(k, a, result)
   end
   return k, a
 end
-local result, k, a = {}, 1, 1
-while a <= #ARGV do k, a = admit_group(k, a, result) end
-return result
 `;
 
-
-/**
- * Several settlements at once, for one request or for several (gathered as ADMIT_ALL's groups are).
- * ARGV, per group: now, the number of entries, then the entries, their keys taken from KEYS in order:
- *   'a', delta, ttl              (1 key: window)        window reconciliation, never below zero
- *   'r', id                      (1 key: lease set)     lease release
- *   's', id, actual, expireAt    (3 keys: budget group) reservation replaced by the actual spend
- * → per group {1, then two numbers per entry}: {spent, reserved} after a budget settlement, {0, 0} otherwise. A
- * group whose commands fail gets the error's text in place of the 1; the groups around it are unaffected.
- */
-export const SETTLE_ALL = `${LIB}
+/** SETTLE_ALL's per-group functions (shared with SETTLE_THEN_ADMIT). */
+const SETTLE_FNS = `
 local function settle_ops(entries, now, out, base)
   for i, e in ipairs(entries) do
     local t, k, a = e[1], e[2], e[3]
@@ -229,8 +155,7 @@ local function settle_ops(entries, now, out, base)
     out[base + 2 * i], out[base + 2 * i + 1] = spent, reserved
   end
 end
-local out, k, a = {}, 1, 1
-while a <= #ARGV do
+local function settle_group(k, a, out)
   local now, count = ARGV[a], tonumber(ARGV[a + 1])
   a = a + 2
   local entries = {}
@@ -244,13 +169,110 @@ while a <= #ARGV do
     elseif t == 's' then
       k, a = k + 3, a + 4
     else
-      return redis.error_reply('SETTLE_ALL: unknown entry ' .. tostring(t))
+      error('SETTLE_ALL: unknown entry ' .. tostring(t))
     end
   end
   local base = #out
   for i = 1, 1 + #entries * 2 do out[base + i] = 0 end
   local ok, err = pcall(settle_ops, entries, now, out, base)
   out[base + 1] = ok and 1 or tostring(err)
+  return k, a
 end
+`;
+
+/** KEYS: current window, previous window. ARGV: windowMs, limit, cost, now, windowStart. → {allowed, previous, current} */
+export const WINDOW_TAKE = `${LIB}
+local cost = tonumber(ARGV[3])
+local weighted, prev, cur = window_state(KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[4]), tonumber(ARGV[5]))
+if cost > 0 and weighted + cost > tonumber(ARGV[2]) then return {0, prev, cur} end
+if cost > 0 then cur = window_add(KEYS[1], tonumber(ARGV[1]), cost) end
+return {1, prev, cur}
+`;
+
+/** KEYS: the window. ARGV: delta, ttl ms. Never below zero. */
+export const WINDOW_ADJUST = `${LIB}
+window_adjust(KEYS[1], ARGV[1], ARGV[2])
+return 1
+`;
+
+/** KEYS: lease set. ARGV: limit, id, expiresAt, now, ttl. → {allowed, inFlight} */
+export const LEASE_ACQUIRE = `${LIB}
+local n = live_leases(KEYS[1], ARGV[4])
+if n >= tonumber(ARGV[1]) then return {0, n} end
+lease_add(KEYS[1], ARGV[2], ARGV[3], ARGV[5])
+return {1, n + 1}
+`;
+
+/** KEYS: lease set. ARGV: now. → live leases */
+export const LEASE_COUNT = `${LIB}
+return live_leases(KEYS[1], ARGV[1])
+`;
+
+/** ARGV: limit, amount, id, reservationExpiresAt, now, groupExpireAt (0 = never). → {allowed, spent, reserved} */
+export const BUDGET_RESERVE = `${LIB}
+expire_reservations(KEYS[1], KEYS[2], KEYS[3], ARGV[5])
+local spent, reserved = budget_state(KEYS[1])
+if spent + reserved + tonumber(ARGV[2]) > tonumber(ARGV[1]) then return {0, spent, reserved} end
+budget_add(KEYS[1], KEYS[2], KEYS[3], ARGV[2], ARGV[3], ARGV[4], ARGV[6])
+return {1, budget_state(KEYS[1])}
+`;
+
+/** ARGV: id, actual, now, groupExpireAt. → {1, spent, reserved} */
+export const BUDGET_SETTLE = `${LIB}
+budget_settle(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+return {1, budget_state(KEYS[1])}
+`;
+
+/** ARGV: now. → {1, spent, reserved} */
+export const BUDGET_READ = `${LIB}
+expire_reservations(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
+return {1, budget_state(KEYS[1])}
+`;
+
+/**
+ * Several limit instances taken at once, all or nothing, for one request or for several: the store gathers the
+ * requests that arrive together and sends them as one call (one command for ioredis and Redis instead of one
+ * per request); each request's group is still all or nothing on its own, and groups run in arrival order.
+ * ARGV, per group: now, the number of entries, then the entries, their keys taken from KEYS in order:
+ *   'w', windowMs, limit, cost, windowStart       (2 keys: current, previous window)
+ *   'l', limit, id, expiresAt, ttl                (1 key: lease set)
+ *   'b', limit, amount, id, expiresAt, expireAt   (3 keys: budget group)
+ * → per group {refused, then three numbers per entry}: refused is the 1-based position of the first entry that
+ * refused (0 when all admitted); per entry {allowed, previous, current} / {allowed, inFlight, 0} /
+ * {allowed, spent, reserved}, after the additions when all admitted. A group whose commands fail (e.g. a number
+ * Redis cannot count) gets the error's text in place of `refused`, and the groups around it are unaffected; what
+ * the failed group wrote before the error stays, as it would have in a call of its own.
+ */
+export const ADMIT_ALL = `${LIB}${ADMIT_FNS}
+local result, k, a = {}, 1, 1
+while a <= #ARGV do k, a = admit_group(k, a, result) end
+return result
+`;
+
+/**
+ * Several settlements at once, for one request or for several (gathered as ADMIT_ALL's groups are).
+ * ARGV, per group: now, the number of entries, then the entries, their keys taken from KEYS in order:
+ *   'a', delta, ttl              (1 key: window)        window reconciliation, never below zero
+ *   'r', id                      (1 key: lease set)     lease release
+ *   's', id, actual, expireAt    (3 keys: budget group) reservation replaced by the actual spend
+ * → per group {1, then two numbers per entry}: {spent, reserved} after a budget settlement, {0, 0} otherwise. A
+ * group whose commands fail gets the error's text in place of the 1; the groups around it are unaffected.
+ */
+export const SETTLE_ALL = `${LIB}${SETTLE_FNS}
+local out, k, a = {}, 1, 1
+while a <= #ARGV do k, a = settle_group(k, a, out) end
+return out
+`;
+
+/**
+ * Settlements and admissions in one call: ARGV[1] is the number of settlement groups, which come first (as in
+ * SETTLE_ALL), then admission groups (as in ADMIT_ALL) to the end; KEYS in the same order. Settling first gives
+ * the leases and reservations back before the admissions are checked. → the settlement groups' replies, then the
+ * admission groups'.
+ */
+export const SETTLE_THEN_ADMIT = `${LIB}${SETTLE_FNS}${ADMIT_FNS}
+local out, k, a = {}, 1, 2
+for _ = 1, tonumber(ARGV[1]) do k, a = settle_group(k, a, out) end
+while a <= #ARGV do k, a = admit_group(k, a, out) end
 return out
 `;
