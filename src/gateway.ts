@@ -71,6 +71,9 @@ export class Gateway {
   readonly #sessions: SessionAuthenticator[];
   /** Deprecation/Sunset/Link response headers per deprecated authenticator (migration mode). */
   readonly #deprecations = new Map<string, Readonly<Record<string, string>>>();
+  /** Requests and WebSocket sessions on this gateway not yet settled: a retired gateway keeps its store for them. */
+  #unsettled = 0;
+  #onSettled: (() => void) | undefined;
 
   constructor(policy: Policy, deps: GatewayDeps) {
     this.policy = policy;
@@ -127,6 +130,7 @@ export class Gateway {
   }
 
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    this.#unsettled++;
     const exchange = new Exchange(req, performance.now());
     exchange.requestId = this.#requestId(req);
     try {
@@ -150,7 +154,12 @@ export class Gateway {
       this.#refuse(exchange, err, res);
     } finally {
       settleExchange(exchange, this.#deps.metrics, this.#audit);
+      this.#settled();
     }
+  }
+
+  #settled(): void {
+    if (--this.#unsettled === 0) this.#onSettled?.();
   }
 
   /** {basePath}/login, /callback and /logout of a browser sign-in method; true when this request was one. */
@@ -172,6 +181,7 @@ export class Gateway {
 
   /** WebSocket upgrades (e.g. the OpenAI Realtime API) walk the same corridor, then are tunnelled. */
   async handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    this.#unsettled++;
     const exchange = new Exchange(req, performance.now());
     exchange.requestId = this.#requestId(req);
     try {
@@ -180,7 +190,10 @@ export class Gateway {
       exchange.reason = "allowed";
       const admission = exchange.admission;
       // The session's concurrency lease is held until the socket closes; its tokens are not metered.
-      if (admission) socket.once("close", () => void admission.settle(NO_USAGE, "complete").catch(() => {}));
+      if (admission) {
+        this.#unsettled++;
+        socket.once("close", () => void admission.settle(NO_USAGE, "complete").catch(() => {}).finally(() => this.#settled()));
+      }
       await upstream.tunnel.open(req, socket, head, path, headers);
     } catch (err) {
       await exchange.admission?.settle(NO_USAGE, "upstream_error").catch(() => {});
@@ -189,6 +202,7 @@ export class Gateway {
       sendErrorOnSocket(socket, error, [this.#requestIdHeader, exchange.requestId]);
     } finally {
       settleExchange(exchange, this.#deps.metrics, this.#audit);
+      this.#settled();
     }
   }
 
@@ -347,8 +361,21 @@ export class Gateway {
     }
   }
 
-  /** Retires this gateway after a reload or at shutdown: pools finish in-flight requests, then close. */
-  async close(): Promise<void> {
+  /**
+   * Retires this gateway after a reload or at shutdown. Its requests still running settle on its limits store
+   * (a budget's spend, a lease, a token window's correction), so the store is released only once they have —
+   * after a reload, however long its streams run; at shutdown, within `waitMs` — then pools and the rest close.
+   */
+  async close(waitMs?: number): Promise<void> {
+    if (this.#unsettled > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = waitMs === undefined ? undefined : setTimeout(resolve, waitMs);
+        this.#onSettled = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
     await Promise.allSettled([
       this.#engine.close().then(() => this.#releaseStore()),
       ...[...this.#upstreams.values()].flatMap(closeUpstream),

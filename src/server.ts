@@ -157,7 +157,7 @@ export class TollgateServer {
     this.metrics.configReloads.inc({ result: "success" });
     this.metrics.configLoadedAt.set(Math.floor(this.#clock.now() / 1000));
     this.#logger.info({ reason }, "policy reloaded");
-    // Requests already on the previous gateway keep their pools until they finish.
+    // Requests already on the previous gateway keep its pools and its limits store until they have settled.
     void previous.close();
     return true;
   }
@@ -213,7 +213,8 @@ export class TollgateServer {
     for (const socket of this.#upgraded) socket.destroy();
     this.#data?.closeAllConnections();
     await closed;
-    await this.#gateway.close();
+    // Requests cut at the end of the grace period still settle their limits before the store closes (bounded).
+    await this.#gateway.close(graceMs);
     await new Promise<void>((resolve) => (this.#admin ? this.#admin.close(() => resolve()) : resolve()));
     this.#admin?.closeAllConnections();
     this.#logger.info({ cut }, "stopped");
