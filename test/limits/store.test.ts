@@ -2,7 +2,7 @@
  * Every Store passes the same contract: memory, the real Redis on 127.0.0.1, a master found through a Sentinel,
  * and a Redis Cluster on loopback.
  */
-import t from "tap";
+import t, { type Test } from "tap";
 import { MemoryStore } from "../../src/limits/store/memory.ts";
 import { RedisStore, createRedisClient } from "../../src/limits/store/redis.ts";
 import { StoreUnavailableError, type WindowState } from "../../src/limits/store/types.ts";
@@ -30,6 +30,29 @@ async function ready(store: RedisStore): Promise<RedisStore> {
   return store;
 }
 
+/** A store on the shared Redis under a key prefix of the test's own, closed and cleaned up at the test's end. */
+async function sharedStore(t: Test, name: string): Promise<RedisStore> {
+  const prefix = testPrefix(name);
+  t.teardown(() => deleteKeys(SHARED_REDIS_URL, prefix));
+  const store = await ready(new RedisStore(createRedisClient(redisConfig(`{ type: redis, url: "${SHARED_REDIS_URL}", keyPrefix: "${prefix}" }`))));
+  t.teardown(() => store.close());
+  return store;
+}
+
+/** Counts (and, when `fail` is set, fails) the script calls a Redis store makes. */
+function scriptCalls(store: RedisStore): { calls: { tgAdmitAll: number; tgSettleAll: number; tgSettleThenAdmit: number }; fail: boolean } {
+  const client = store.client as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
+  const spy = { calls: { tgAdmitAll: 0, tgSettleAll: 0, tgSettleThenAdmit: 0 }, fail: false };
+  for (const name of Object.keys(spy.calls) as (keyof typeof spy.calls)[]) {
+    const original = client[name]!;
+    client[name] = (...args) => {
+      spy.calls[name]++;
+      return spy.fail ? Promise.reject(new Error("Command timed out")) : original.apply(client, args);
+    };
+  }
+  return spy;
+}
+
 t.test("memory", async (t) => storeContract(t, async () => new MemoryStore()));
 
 t.test("redis standalone", async (t) => {
@@ -39,21 +62,9 @@ t.test("redis standalone", async (t) => {
 });
 
 t.test("redis standalone: requests that arrive together share one script call; a failed call fails each of them", async (t) => {
-  const prefix = testPrefix("gather");
-  t.teardown(() => deleteKeys(SHARED_REDIS_URL, prefix));
-  const store = await ready(new RedisStore(createRedisClient(redisConfig(`{ type: redis, url: "${SHARED_REDIS_URL}", keyPrefix: "${prefix}" }`))));
-  t.teardown(() => store.close());
-  // Count (and, on demand, fail) the script calls the store makes.
-  const client = store.client as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
-  const calls = { tgAdmitAll: 0, tgSettleAll: 0 };
-  let fail = false;
-  for (const name of ["tgAdmitAll", "tgSettleAll"] as const) {
-    const original = client[name]!;
-    client[name] = (...args) => {
-      calls[name]++;
-      return fail ? Promise.reject(new Error("Command timed out")) : original.apply(client, args);
-    };
-  }
+  const store = await sharedStore(t, "gather");
+  const spy = scriptCalls(store);
+  const calls = spy.calls;
   const W = 60_000;
   const now = 1000 * W;
   const take = (i: number) => store.takeAll([{ kind: "window", key: `g-${i}`, windowMs: W, limit: 10, cost: 1 }, { kind: "lease", key: `l-${i}`, limit: 5, id: `x${i}`, ttlMs: 60_000 }], now);
@@ -66,22 +77,19 @@ t.test("redis standalone: requests that arrive together share one script call; a
   t.equal(await store.leaseCount("l-7", now), 0, "settled: the lease released");
 
   calls.tgAdmitAll = 0;
-  fail = true;
+  spy.fail = true;
   const failed = await Promise.allSettled([take(0), take(1), take(2)]);
   t.equal(calls.tgAdmitAll, 1, "three admissions, one call");
   t.ok(failed.every((r) => r.status === "rejected" && r.reason instanceof StoreUnavailableError), "each request of the failed call sees the store unavailable (and follows its limits' failure modes)");
   const settleFailed = await store.giveAll([{ kind: "lease", key: "l-0", id: "x0" }], now);
   t.ok(settleFailed[0] instanceof Error, "a failed settlement call: an error outcome per op");
-  fail = false;
+  spy.fail = false;
   const after = await take(0);
   t.equal((after.states[0] as WindowState).current, 4, "the next call goes through (1 taken, +2 settled, +1 now)");
 });
 
 t.test("redis standalone: a request whose commands fail inside a shared call fails alone", async (t) => {
-  const prefix = testPrefix("gather-isolation");
-  t.teardown(() => deleteKeys(SHARED_REDIS_URL, prefix));
-  const store = await ready(new RedisStore(createRedisClient(redisConfig(`{ type: redis, url: "${SHARED_REDIS_URL}", keyPrefix: "${prefix}" }`))));
-  t.teardown(() => store.close());
+  const store = await sharedStore(t, "gather-isolation");
   const W = 60_000;
   const now = 2000 * W;
   const take = (i: number, cost: number) =>
@@ -109,21 +117,10 @@ t.test("redis standalone: a request whose commands fail inside a shared call fai
   t.equal((await store.windowTake("iso-w-2", W, 100, 0, now)).current, 4, "and reconciled its window (1 + 3)");
 });
 
-t.test("redis standalone: a settlement rides in the next admission's call, and is applied before that admission is checked", async (t) => {
-  const prefix = testPrefix("settle-then-admit");
-  t.teardown(() => deleteKeys(SHARED_REDIS_URL, prefix));
-  const store = await ready(new RedisStore(createRedisClient(redisConfig(`{ type: redis, url: "${SHARED_REDIS_URL}", keyPrefix: "${prefix}" }`))));
-  t.teardown(() => store.close());
-  const client = store.client as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
-  const calls = { tgAdmitAll: 0, tgSettleAll: 0, tgSettleThenAdmit: 0 };
-  let fail = false;
-  for (const name of ["tgAdmitAll", "tgSettleAll", "tgSettleThenAdmit"] as const) {
-    const original = client[name]!;
-    client[name] = (...args) => {
-      calls[name]++;
-      return fail ? Promise.reject(new Error("Command timed out")) : original.apply(client, args);
-    };
-  }
+t.test("redis standalone: settlements and admissions of the same turn share one call, settlements first; a read sends what is waiting", async (t) => {
+  const store = await sharedStore(t, "settle-then-admit");
+  const spy = scriptCalls(store);
+  const calls = spy.calls;
   const reset = () => Object.assign(calls, { tgAdmitAll: 0, tgSettleAll: 0, tgSettleThenAdmit: 0 });
   const W = 60_000;
   const now = 3000 * W;
@@ -141,7 +138,7 @@ t.test("redis standalone: a settlement rides in the next admission's call, and i
   t.equal(third.refused, -1, "the third request is admitted: the settlement was applied first");
   t.equal((third.states[1] as WindowState).current, 2, "the window counts a and c (the refused b took nothing)");
 
-  // A settlement with no admission to ride with goes out on its own, shortly.
+  // A settlement with no admission in its turn goes out on its own.
   reset();
   const started = performance.now();
   t.same(await give("c"), [undefined, undefined]);
@@ -167,7 +164,7 @@ t.test("redis standalone: a settlement rides in the next admission's call, and i
   t.ok(fifth.status === "fulfilled" && fifth.value.refused === -1, "the admission after it in the same call ran, and found d's lease released");
 
   // A failed shared call fails both sides; each follows its own path.
-  fail = true;
+  spy.fail = true;
   reset();
   const [lostSettle, lostTake] = await Promise.allSettled([give("e"), take("f")]);
   t.equal(calls.tgSettleThenAdmit, 1);
