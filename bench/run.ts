@@ -14,9 +14,9 @@
  * Tollgate, the stand-in and the Node peers run from Tollgate's build (dist/): run `npm run build` first.
  */
 import { parseArgs } from "node:util";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir, cpus } from "node:os";
-import { join, relative } from "node:path";
+import { join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { runLoad, runOpenLoop, OPEN_LOOP_WARM, type LoadResult, type Spacing } from "./lib/load.ts";
 import { measure, type Pids } from "./lib/measure.ts";
@@ -56,12 +56,13 @@ const { values: opts } = parseArgs({
     "tollgate-node-flags": { type: "string" },
     "sse-stagger": { type: "boolean", default: false },
     "trace-open": { type: "string" },
+    ab: { type: "string" },
     help: { type: "boolean", short: "h", default: false },
   },
 });
 if (opts.help) {
   process.stdout.write(
-    "node bench/run.ts [--quick] [--duration S] [--warmup S] [--rounds N] [--connections 1,32] [--rate 2000] [--streams 1000] [--aborts 20] [--only a,b] [--no-pin] [--no-write] [--cpu-prof] [--tollgate-node-flags='FLAGS'] [--sse-stagger] [--trace-open DIR]\n",
+    "node bench/run.ts [--quick] [--duration S] [--warmup S] [--rounds N] [--connections 1,32] [--rate 2000] [--streams 1000] [--aborts 20] [--only a,b] [--no-pin] [--no-write] [--cpu-prof] [--tollgate-node-flags='FLAGS'] [--sse-stagger] [--trace-open DIR] [--ab OTHER_CHECKOUT]\n",
   );
   process.exit(0);
 }
@@ -116,9 +117,14 @@ async function main(): Promise<void> {
   checkBuild(ROOT, log);
   const keys = (await import(new URL("../dist/auth/keys.js", import.meta.url).href)) as typeof import("../src/auth/keys.ts");
   const notes: string[] = [];
-  const wanted = opts.only ? new Set(["direct", ...opts.only.split(",").map((s) => s.trim())]) : undefined;
+  // --ab DIR: each chosen Tollgate configuration also runs from DIR's build (DIR/dist, built there first) as
+  // `<name>@b`, in the same interleaved rounds: an A/B of two builds under the same disturbances.
+  const abDist = opts.ab === undefined ? undefined : resolve(opts.ab, "dist");
+  if (abDist && !existsSync(join(abDist, "server.js"))) throw new Error(`--ab: no build at ${abDist} (run tsc -p tsconfig.json there)`);
+  const only = opts.only?.split(",").map((s) => s.trim());
+  const wanted = only ? new Set(["direct", ...only, ...(abDist ? only.map((n) => `${n}@b`) : [])]) : undefined;
   const pick = (list: Configuration[]) => list.filter((c) => (wanted ? wanted.has(c.name) : !c.optional));
-  const needsRedis = pick(configurations(undefined)).some((c) => c.redis);
+  const needsRedis = pick(configurations(undefined, abDist)).some((c) => c.redis);
   const needsPool = pick(configurations(undefined)).some((c) => c.credential === "jwt-fresh");
 
   // Tokens are signed before this process is pinned: the signing threads may use every core while nothing runs.
@@ -136,7 +142,7 @@ async function main(): Promise<void> {
 
   const redis = needsRedis ? await openRedis() : undefined;
   if (typeof redis === "object") redisHandle = redis;
-  const all = configurations(typeof redis === "string" ? redis : undefined);
+  const all = configurations(typeof redis === "string" ? redis : undefined, abDist);
   const chosen = pick(all);
   for (const c of chosen.filter((c) => c.unavailable)) notes.push(`${c.name}: ${c.unavailable}`);
   const runnable = chosen.filter((c) => !c.unavailable);
@@ -364,6 +370,7 @@ async function main(): Promise<void> {
     notes,
   };
   if (opts["cpu-prof"]) process.stdout.write(`not written to bench/results: figures taken under --cpu-prof are not comparable\n`);
+  else if (opts.ab !== undefined) process.stdout.write(`not written to bench/results: an --ab run compares two builds (rows named @b ran from ${opts.ab})\n`);
   else if (!opts["no-write"]) {
     mkdirSync(RESULTS, { recursive: true });
     const text = JSON.stringify(report, null, 2) + "\n";

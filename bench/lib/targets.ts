@@ -90,9 +90,9 @@ interface TollgateVariant {
   optional?: boolean;
 }
 
-function tollgate(v: TollgateVariant, redisProblem: string | undefined): Configuration {
+function tollgate(v: TollgateVariant, redisProblem: string | undefined, dist?: string): Configuration {
   return {
-    name: v.name,
+    name: dist ? `${v.name}@b` : v.name,
     description: v.description,
     credential: v.credential,
     tollgate: true,
@@ -100,7 +100,7 @@ function tollgate(v: TollgateVariant, redisProblem: string | undefined): Configu
     ...(v.limits && redisProblem ? { unavailable: redisProblem } : {}),
     ...(v.optional ? { optional: true } : {}),
     async start(ctx, instance) {
-      const name = instance ? `${v.name}-${instance}` : v.name;
+      const name = (instance ? `${v.name}-${instance}` : v.name) + (dist ? "-b" : "");
       const policy = join(ctx.tmp, `${name}.yaml`);
       const options: PolicyOptions = {
         upstreamUrl: ctx.upstreamUrl,
@@ -117,7 +117,7 @@ function tollgate(v: TollgateVariant, redisProblem: string | undefined): Configu
       const fd = openSync(logFile, "w");
       try {
         // The held-streams instance may be asked over IPC to collect garbage (RSS of what the streams retain).
-        const running = await startNodePeer(name, "tollgate.mjs", ["--policy", policy], ctx, fd, [...ctx.tollgateNodeFlags, ...(instance === "streams" ? ["--expose-gc"] : [])]);
+        const running = await startNodePeer(name, "tollgate.mjs", ["--policy", policy, ...(dist ? ["--dist", dist] : [])], ctx, fd, [...ctx.tollgateNodeFlags, ...(instance === "streams" ? ["--expose-gc"] : [])]);
         return { ...running, logFile };
       } finally {
         closeSync(fd); // the child holds its own copy
@@ -154,7 +154,24 @@ async function startNative(name: string, command: string, args: string[], port: 
  * The references come first (direct, nginx, HAProxy, the bare undici forwarder), then Tollgate from the
  * cheapest corridor to the full one, then diagnostics that run only with --only.
  */
-export function configurations(redisProblem: string | undefined): Configuration[] {
+export function configurations(redisProblem: string | undefined, abDist?: string): Configuration[] {
+  const list = allConfigurations(redisProblem);
+  if (!abDist) return list;
+  // --ab: every Tollgate configuration again, from another checkout's build, right after its own row.
+  return list.flatMap((c) => {
+    const variant = VARIANTS.get(c.name);
+    return variant ? [c, tollgate(variant, redisProblem, abDist)] : [c];
+  });
+}
+
+/** The Tollgate variants by name, for --ab's twins. */
+const VARIANTS = new Map<string, TollgateVariant>();
+function variant(v: TollgateVariant): TollgateVariant {
+  VARIANTS.set(v.name, v);
+  return v;
+}
+
+function allConfigurations(redisProblem: string | undefined): Configuration[] {
   const noNginx = onPath("nginx") ? undefined : "nginx is not on PATH; skipped (apt-get install nginx-light adds the reference row)";
   const noHaproxy = haproxyProblem();
   return [
@@ -204,14 +221,31 @@ export function configurations(redisProblem: string | undefined): Configuration[
       tollgate: false,
       start: (ctx) => startNodePeer("undici-dispatch", "undici-pool.ts", ["--target", ctx.upstreamUrl, "--api", "dispatch"], ctx),
     },
-    tollgate({ name: "tollgate-public", description: "Tollgate, public route (no credential, no auth), metering, audit, metrics", auth: "public", credential: "none" }, redisProblem),
-    tollgate({ name: "tollgate-key", description: "Tollgate, API-key path (key hash lookup), no limits", auth: "key", credential: "key" }, redisProblem),
-    tollgate({ name: "tollgate-jwt", description: "Tollgate, JWT (RS256, JWKS), one token reused: the token cache hits", auth: "jwt", credential: "jwt" }, redisProblem),
-    tollgate({ name: "tollgate-jwt-fresh", description: "Tollgate, JWT, a token not in the cache on every request: full verification", auth: "jwt", credential: "jwt-fresh" }, redisProblem),
-    tollgate({ name: "tollgate-jwt-rate", description: "Tollgate, JWT (reused) + Redis rate limits (requests and tokens per user and model)", auth: "jwt", credential: "jwt", limits: "rates" }, redisProblem),
-    tollgate({ name: "tollgate-full", description: "Tollgate, the full path: JWT (reused) + Redis rate limits + a monthly team budget (reserve, settle)", auth: "jwt", credential: "jwt", limits: "full" }, redisProblem),
-    tollgate({ name: "tollgate-models", description: "Tollgate, API-key path with a models allow-list on the route (diagnostic)", auth: "key", credential: "key", models: true, optional: true }, redisProblem),
-    tollgate({ name: "tollgate-no-audit", description: "Tollgate, API-key path with the audit log off (diagnostic)", auth: "key", credential: "key", audit: false, optional: true }, redisProblem),
+    tollgate(variant({ name: "tollgate-public", description: "Tollgate, public route (no credential, no auth), metering, audit, metrics", auth: "public", credential: "none" }), redisProblem),
+    tollgate(variant({ name: "tollgate-key", description: "Tollgate, API-key path (key hash lookup), no limits", auth: "key", credential: "key" }), redisProblem),
+    tollgate(variant({ name: "tollgate-jwt", description: "Tollgate, JWT (RS256, JWKS), one token reused: the token cache hits", auth: "jwt", credential: "jwt" }), redisProblem),
+    tollgate(variant({ name: "tollgate-jwt-fresh", description: "Tollgate, JWT, a token not in the cache on every request: full verification", auth: "jwt", credential: "jwt-fresh" }), redisProblem),
+    tollgate(variant({ name: "tollgate-jwt-rate", description: "Tollgate, JWT (reused) + Redis rate limits (requests and tokens per user and model)", auth: "jwt", credential: "jwt", limits: "rates" }), redisProblem),
+    tollgate(variant({ name: "tollgate-full", description: "Tollgate, the full path: JWT (reused) + Redis rate limits + a monthly team budget (reserve, settle)", auth: "jwt", credential: "jwt", limits: "full" }), redisProblem),
+    tollgate(variant({ name: "tollgate-models", description: "Tollgate, API-key path with a models allow-list on the route (diagnostic)", auth: "key", credential: "key", models: true, optional: true }), redisProblem),
+    tollgate(variant({ name: "tollgate-no-audit", description: "Tollgate, API-key path with the audit log off (diagnostic)", auth: "key", credential: "key", audit: false, optional: true }), redisProblem),
+    {
+      name: "corridor-floor",
+      description: "the API-key path's required work (key hash, body read for model, usage read, metrics, audit line) in one plain handler over the bare undici forwarder: an upper bound for any Node implementation (diagnostic)",
+      credential: "key",
+      tollgate: false,
+      optional: true,
+      async start(ctx) {
+        const logFile = join(ctx.tmp, "corridor-floor.log");
+        const fd = openSync(logFile, "w");
+        try {
+          const running = await startNodePeer("corridor-floor", "corridor-floor.ts", ["--target", ctx.upstreamUrl, "--key-hash", ctx.keyHash], ctx, fd, ctx.tollgateNodeFlags);
+          return { ...running, logFile };
+        } finally {
+          closeSync(fd);
+        }
+      },
+    },
     {
       name: "undici-stream",
       description: "bare undici Pool.stream forwarder, no auth (diagnostic)",

@@ -12,9 +12,12 @@
  * Started with --expose-gc, it answers an IPC `{ gc: id }` with a full garbage collection and
  * `{ gc: id, heapUsed, external }` (for the bench's RSS-per-open-stream measurement).
  *
- *   node bench/peers/tollgate.mjs --policy FILE
+ *   node bench/peers/tollgate.mjs --policy FILE [--dist /abs/path/to/other/checkout/dist]
  */
-const dist = (/** @type {string} */ path) => new URL(`../../dist/${path}`, import.meta.url).href;
+// `--dist DIR`: another checkout's build (the bench's --ab); by default this checkout's.
+const distAt = process.argv.indexOf("--dist");
+const distBase = distAt >= 0 ? new URL(`file://${process.argv[distAt + 1]}/`) : new URL("../../dist/", import.meta.url);
+const dist = (/** @type {string} */ path) => new URL(path, distBase).href;
 
 /** @type {typeof import("../../src/server.ts")} */
 const { TollgateServer } = await import(dist("server.js"));

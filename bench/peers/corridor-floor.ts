@@ -1,0 +1,194 @@
+/**
+ * Diagnostic peer: the least a Node proxy can do per request and still do what the issue asks of the API-key path,
+ * written as one plain handler over the bare undici forwarder (undici-pool.ts, `--api dispatch`), with the design
+ * card's libraries. It answers "can any Node implementation of this work reach the per-core target?": whatever it
+ * leaves out, Tollgate must do too, so its req/CPU-s is an upper bound for Tollgate's API-key path on this rig.
+ *
+ * Per request, as Tollgate does it: a request id; the bearer key hashed (SHA-256) and looked up; the body read
+ * whole and parsed for `model`, checked against an allow-list; the client's credential and hop-by-hop headers
+ * dropped, the upstream's key and the caller's identity headers (user, team, principal, X-Forwarded-*) injected,
+ * as the bench's policy has Tollgate do; the response streamed to the client as it comes, with the usage read
+ * from the JSON body (or the SSE stream's usage chunk) and priced; the Prometheus series Tollgate records for such a
+ * request (requests, duration, upstream time to first byte, in flight, tokens, spend); one JSON audit line through
+ * pino's destination, gathered into 4 KB writes as Tollgate's is.
+ *
+ * Left out (Tollgate does them, so they only lower Tollgate's figure): route table and policy evaluation, the raw
+ * request-header checks, path normalization, rate-limit headers, every error path but one, deprecation headers,
+ * graceful shutdown, reload.
+ *
+ *   node bench/peers/corridor-floor.ts --target http://127.0.0.1:PORT --key-hash sha256:HEX   (audit lines on stdout)
+ */
+import { createServer, type IncomingMessage, type ServerResponse, type OutgoingHttpHeaders } from "node:http";
+import { createHash, randomUUID } from "node:crypto";
+import { once } from "node:events";
+import { Pool } from "undici";
+import { pino } from "pino";
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { announce, arg } from "./announce.ts";
+
+const DROP = new Set(["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "expect", "host", "authorization", "x-api-key", "api-key", "cookie", "content-length"]);
+const RESPONSE_DROP = new Set(["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"]);
+/** USD per million tokens (input, output), as a price table would give them. */
+const PRICES = new Map([["gpt-4o-mini", { input: 0.15, output: 0.6 }]]);
+const MODELS = new Set(["gpt-4o-mini", "gpt-4o"]);
+const UPSTREAM_AUTH = "Bearer upstream-static-key";
+
+const pool = new Pool(arg("target"), { connections: 128, pipelining: 1, keepAliveTimeout: 30_000 });
+const keys = new Map([[arg("key-hash"), { id: "key-bench", user: "bench-user", team: "bench-team" }]]);
+
+const registry = new Registry();
+const requests = new Counter({ name: "floor_requests_total", help: "requests", labelNames: ["route", "status", "auth_method", "decision"] as const, registers: [registry] });
+const duration = new Histogram({ name: "floor_request_duration_seconds", help: "duration", labelNames: ["route"] as const, buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120], registers: [registry] });
+const ttfb = new Histogram({ name: "floor_upstream_ttfb_seconds", help: "ttfb", labelNames: ["upstream"] as const, buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers: [registry] });
+const inflight = new Gauge({ name: "floor_inflight_requests", help: "in flight", registers: [registry] });
+const tokens = new Counter({ name: "floor_tokens_total", help: "tokens", labelNames: ["model", "type", "source"] as const, registers: [registry] });
+const spend = new Counter({ name: "floor_spend_usd_total", help: "spend", labelNames: ["model"] as const, registers: [registry] });
+
+const destination = pino.destination({ dest: 1, sync: true, minLength: 4096, periodicFlush: 250 });
+process.once("exit", () => destination.flushSync());
+
+interface Usage {
+  prompt_tokens?: number;
+  completion_tokens?: number;
+}
+
+function refuse(res: ServerResponse, status: number, code: string, message: string): void {
+  res.writeHead(status, { "content-type": "application/json", ...(status === 401 ? { "www-authenticate": 'Bearer realm="tollgate"' } : {}) });
+  res.end(JSON.stringify({ error: { message, type: "invalid_request_error", code } }));
+}
+
+/** The usage of an SSE stream: the `data:` line that carries a `usage` object (the chunk before [DONE]). */
+function sseUsage(text: string): Usage | undefined {
+  const at = text.lastIndexOf('"usage":{');
+  if (at < 0) return undefined;
+  const start = text.lastIndexOf("data: ", at);
+  const end = text.indexOf("\n", at);
+  try {
+    return (JSON.parse(text.slice(start + 6, end < 0 ? undefined : end)) as { usage?: Usage }).usage;
+  } catch {
+    return undefined;
+  }
+}
+
+function handle(req: IncomingMessage, res: ServerResponse): void {
+  const started = performance.now();
+  const requestId = randomUUID();
+  inflight.inc();
+  const auth = req.headers.authorization;
+  const principal = auth?.startsWith("Bearer ") ? keys.get("sha256:" + createHash("sha256").update(auth.slice(7), "utf8").digest("hex")) : undefined;
+  const finish = (status: number, decision: string, model: string | undefined, usage: Usage | undefined, outcome: string, upstreamMs: number | undefined) => {
+    inflight.dec();
+    const seconds = (performance.now() - started) / 1000;
+    requests.inc({ route: "chat", status: String(status), auth_method: "api_key", decision });
+    duration.observe({ route: "chat" }, seconds);
+    let costUsd: number | undefined;
+    if (usage && model) {
+      const input = usage.prompt_tokens ?? 0;
+      const output = usage.completion_tokens ?? 0;
+      tokens.inc({ model, type: "input", source: "provider" }, input);
+      tokens.inc({ model, type: "output", source: "provider" }, output);
+      const price = PRICES.get(model);
+      if (price) {
+        costUsd = (input * price.input + output * price.output) / 1e6;
+        spend.inc({ model }, costUsd);
+      }
+    }
+    const record = {
+      requestId, method: req.method, path: req.url, route: "chat", upstream: "llm", principal: principal?.id, user: principal?.user, team: principal?.team,
+      authMethod: "api_key", authenticator: "keys", model, decision, reason: decision === "allow" ? "ok" : "denied", status, outcome,
+      durationMs: Math.round(seconds * 1e6) / 1e3, upstreamTtfbMs: upstreamMs === undefined ? undefined : Math.round(upstreamMs * 1e3) / 1e3,
+      usage: usage && { input: usage.prompt_tokens ?? 0, output: usage.completion_tokens ?? 0, cachedInput: 0, reasoning: 0, source: "provider" }, costUsd,
+      remoteAddress: req.socket.remoteAddress,
+    };
+    destination.write(JSON.stringify({ level: "info", time: new Date().toISOString(), service: "tollgate", log: "audit", ...record, msg: "request" }) + "\n");
+  };
+  if (!principal) {
+    refuse(res, 401, "invalid_api_key", "a valid API key is required");
+    finish(401, "deny", undefined, undefined, "refused", undefined);
+    return;
+  }
+  const chunks: Buffer[] = [];
+  req.on("data", (chunk: Buffer) => chunks.push(chunk));
+  req.on("end", () => {
+    const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+    let model: string | undefined;
+    try {
+      model = (JSON.parse(body.toString("utf8")) as { model?: unknown }).model as string | undefined;
+    } catch {
+      model = undefined;
+    }
+    if (typeof model !== "string" || !MODELS.has(model)) {
+      refuse(res, 403, "model_not_allowed", "this model is not allowed");
+      finish(403, "deny", undefined, undefined, "refused", undefined);
+      return;
+    }
+    const headers: Record<string, string | string[]> = {};
+    for (const name in req.headers) if (!DROP.has(name) && !name.startsWith("x-tollgate-")) headers[name] = req.headers[name]!;
+    headers.authorization = UPSTREAM_AUTH;
+    headers["x-tollgate-user"] = principal.user;
+    headers["x-tollgate-team"] = principal.team;
+    headers["x-tollgate-principal"] = principal.id;
+    headers["x-forwarded-for"] = req.socket.remoteAddress ?? "";
+    headers["x-forwarded-proto"] = "http";
+    if (req.headers.host) headers["x-forwarded-host"] = req.headers.host;
+    headers["content-length"] = String(body.length);
+    headers["x-request-id"] = requestId;
+    let upstreamMs: number | undefined;
+    let status = 0;
+    let sse = false;
+    const seen: Buffer[] = [];
+    pool.dispatch(
+      { method: req.method!, path: req.url!, headers, body },
+      {
+        onRequestStart(ctrl) {
+          res.once("close", () => {
+            if (!res.writableFinished) ctrl.abort(new Error("client went away"));
+          });
+        },
+        onResponseStart(_ctrl, statusCode, upstreamHeaders) {
+          upstreamMs = performance.now() - started;
+          status = statusCode;
+          ttfb.observe({ upstream: "llm" }, upstreamMs / 1000);
+          const out: OutgoingHttpHeaders = { "x-request-id": requestId };
+          for (const name in upstreamHeaders) if (!RESPONSE_DROP.has(name)) out[name] = upstreamHeaders[name];
+          res.writeHead(statusCode, out);
+          sse = String(upstreamHeaders["content-type"]).startsWith("text/event-stream");
+          if (sse) res.flushHeaders();
+        },
+        onResponseData(ctrl, chunk) {
+          // Usage is read when the body ends; an SSE stream keeps only its last chunks (the usage chunk is near the end).
+          if (sse && seen.length === 4) seen.shift();
+          seen.push(chunk);
+          if (!res.write(chunk)) {
+            ctrl.pause();
+            res.once("drain", () => ctrl.resume());
+          }
+        },
+        onResponseEnd() {
+          res.end();
+          const text = (seen.length === 1 ? seen[0]! : Buffer.concat(seen)).toString("utf8");
+          let usage: Usage | undefined;
+          if (sse) usage = sseUsage(text);
+          else {
+            try {
+              usage = (JSON.parse(text) as { usage?: Usage }).usage;
+            } catch {
+              usage = undefined;
+            }
+          }
+          finish(status, "allow", model, usage, "complete", upstreamMs);
+        },
+        onResponseError() {
+          if (!res.headersSent) refuse(res, 502, "upstream_unavailable", "the upstream could not be reached");
+          else res.destroy();
+          finish(res.headersSent ? status : 502, "allow", model, undefined, "upstream_error", upstreamMs);
+        },
+      },
+    );
+  });
+}
+
+const server = createServer({ keepAliveTimeout: 65_000 }, handle);
+server.listen(0, "127.0.0.1");
+await once(server, "listening");
+announce({ port: (server.address() as { port: number }).port });
