@@ -103,3 +103,23 @@ t.test("an unknown model is flagged, at zero cost; bad override prices fail the 
   t.throws(() => compilePriceBook({ bad: { input: 1, output: Number.NaN } }), /output/);
   t.throws(() => compilePriceBook({ bad: { output: 1 } as never }), /input/);
 });
+
+t.test("remembered lookups: the same answer every time; past the memo's bound (it starts over) every id is still priced right", async (t) => {
+  const own = compilePriceBook({ "team-*": { input: 1, output: 2 } });
+  const first = own.lookup("azure/GPT-4o-2024-08-06");
+  t.match(first, { key: "gpt-4o", via: "normalized" });
+  t.equal(own.lookup("azure/GPT-4o-2024-08-06"), first, "the second lookup is the remembered answer");
+  t.throws(() => ((first as { key: string }).key = "other"), TypeError, "a remembered answer cannot be changed by a caller");
+  t.equal(own.lookup("no-such-model"), undefined);
+  t.equal(own.lookup("no-such-model"), undefined, "a miss is remembered as a miss");
+  // More distinct ids than the memo holds (clients choose model names): every one still gets its own answer.
+  const wrong: string[] = [];
+  for (let i = 0; i < 3000; i++) {
+    const model = i % 2 === 0 ? `team-${i}` : `unknown-${i}`;
+    const cost = own.cost(model, usage({ inputTokens: 1_000_000, outputTokens: 1_000_000 }));
+    if (i % 2 === 0 ? cost.micros !== 3_000_000 || !cost.priced : cost.priced) wrong.push(`${model}: ${JSON.stringify(cost)}`);
+  }
+  t.same(wrong, [], "3,000 distinct ids, each priced (or not) as the book says");
+  t.match(own.lookup("team-0"), { key: "team-*", via: "wildcard" }, "an id forgotten when the memo started over is looked up again");
+  t.match(own.lookup("gpt-4o-2024-08-06"), { key: "gpt-4o", via: "normalized" });
+});
