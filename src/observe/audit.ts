@@ -80,16 +80,22 @@ export function createLogger(destination: DestinationStream = stdoutDestination(
 export class AuditLog {
   readonly #logger: Logger;
   readonly #stream: DestinationStream;
-  readonly #bindings: Record<string, unknown>;
+  /** `","` + the logger's bindings as JSON members + `,`: what goes between the time and the record's members. */
+  readonly #bindings: string;
   readonly #enabled: boolean;
   constructor(logger: Logger, enabled: boolean) {
     this.#logger = logger.child({ log: "audit" });
-    this.#bindings = this.#logger.bindings();
+    // The bindings (`service`, `log`) never share a name with the record's fields, so their members can be joined
+    // as text: the line is the one `JSON.stringify` of `{ level, time, ...bindings, ...record, msg }` would give,
+    // without building that 25-field object per request (a quarter of the line's cost, in a micro-benchmark).
+    const members = JSON.stringify(this.#logger.bindings()).slice(1, -1);
+    this.#bindings = members === "" ? '",' : `",${members},`;
     this.#stream = (this.#logger as unknown as Record<symbol, DestinationStream>)[pino.symbols.streamSym]!;
     this.#enabled = enabled;
   }
   write(record: AuditRecord): void {
     if (!this.#enabled || !this.#logger.isLevelEnabled("info")) return;
-    this.#stream.write(JSON.stringify({ level: "info", time: new Date().toISOString(), ...this.#bindings, ...record, msg: "request" }) + "\n");
+    const fields = JSON.stringify(record); // `{"requestId":…}`: requestId is always there, so never `{}`
+    this.#stream.write('{"level":"info","time":"' + new Date().toISOString() + this.#bindings + fields.slice(1, -1) + ',"msg":"request"}\n');
   }
 }
