@@ -24,7 +24,9 @@ const CREDENTIAL_NAME_LENGTHS = new Set(CREDENTIAL_HEADERS.map((h) => h.length))
  */
 export function forgetCredentials(req: IncomingMessage): void {
   const headers = req.headers;
-  for (const name of CREDENTIAL_HEADERS) if (headers[name] !== undefined) delete headers[name];
+  // Cleared, not deleted: `delete` turns Node's headers object into a slow dictionary (an allocation per request,
+  // and every later read slower); an undefined value is what every reader here already skips.
+  for (const name of CREDENTIAL_HEADERS) if (headers[name] !== undefined) headers[name] = undefined;
   const raw = req.rawHeaders;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
@@ -99,7 +101,8 @@ export function forwardableResponseHeaders(upstream: Record<string, string | str
 }
 
 function connectionNamed(connection: string | string[] | undefined): Set<string> | undefined {
-  if (!connection) return undefined;
+  // The usual values name no header: answered without splitting (both directions, every request).
+  if (!connection || connection === "keep-alive" || connection === "close") return undefined;
   const list = Array.isArray(connection) ? connection.join(",") : connection;
   const names = new Set<string>();
   for (const token of list.split(",")) {
