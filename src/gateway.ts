@@ -34,7 +34,7 @@ import { LimitsEngine } from "./limits/engine.ts";
 import { StoreRegistry } from "./limits/stores.ts";
 import { compilePriceBook, type PriceBook } from "./metering/pricing.ts";
 import { MeteringObserver } from "./metering/observer.ts";
-import { accountUsage } from "./metering/account.ts";
+import { accountUsage, type AccountingDeps } from "./metering/account.ts";
 import { estimateRequest, requestStreamUsage, clampMaxTokens, NO_USAGE } from "./metering/request.ts";
 import { AuditLog } from "./observe/audit.ts";
 import { settleExchange } from "./observe/settle.ts";
@@ -65,6 +65,9 @@ export class Gateway {
   readonly #trustRequestId: boolean;
   readonly #engine: LimitsEngine;
   readonly #prices: PriceBook;
+  /** What metering needs after each response (built once, not per request). */
+  readonly #accounting: AccountingDeps;
+  readonly #meterOptions: { charsPerToken: number };
   readonly #releaseStore: () => Promise<void>;
   readonly #meterAll: boolean;
   /** Browser sign-in methods: their endpoints, their cookies (never forwarded), their login redirects. */
@@ -102,6 +105,8 @@ export class Gateway {
     this.#requestIdHeader = policy.server.requestIdHeader;
     this.#trustRequestId = policy.server.trustRequestId;
     this.#prices = compilePriceBook(policy.pricing.models);
+    this.#meterOptions = { charsPerToken: policy.limits.charsPerToken };
+    this.#accounting = { prices: this.#prices, metrics: deps.metrics, logger: deps.logger, charsPerToken: policy.limits.charsPerToken };
     this.#meterAll = policy.limits.meter === "all";
     this.#engine = new LimitsEngine(policy.limits, {
       store: held.store,
@@ -136,12 +141,15 @@ export class Gateway {
     try {
       if (this.#sessions.length > 0 && (await this.#serveSignIn(exchange, res))) return;
       const { upstream, headers, path, body } = await this.#admit(exchange, false);
-      const observer = exchange.meters ? new MeteringObserver(exchange.stripUsageChunk, { charsPerToken: this.policy.limits.charsPerToken }) : undefined;
+      const observer = exchange.meters ? new MeteringObserver(exchange.stripUsageChunk, this.#meterOptions) : undefined;
       const result = await upstream.forwarder.forward({ method: req.method!, path, headers, body, responseHeaders: exchange.responseHeaders }, res, observer, [this.#requestIdHeader, exchange.requestId]);
       exchange.forwarded = result;
-      if (observer) await accountUsage(exchange, observer, result, { prices: this.#prices, metrics: this.#deps.metrics, logger: this.#deps.logger, charsPerToken: this.policy.limits.charsPerToken });
-      // Unmetered (`meter: limited`, no token or budget limit here): leases and reservations are still given back.
-      else await exchange.admission?.settle(NO_USAGE, result.outcome).catch(() => {});
+      // Awaited only when there is something to wait for (a settlement with the limits store).
+      const settling = observer
+        ? accountUsage(exchange, observer, result, this.#accounting)
+        : // Unmetered (`meter: limited`, no token or budget limit here): leases and reservations are still given back.
+          exchange.admission?.settle(NO_USAGE, result.outcome).catch(() => {});
+      if (settling) await settling;
       exchange.status = result.status;
       if (result.outcome !== "complete") {
         exchange.reason = result.outcome;
@@ -217,7 +225,8 @@ export class Gateway {
     exchange.route = route;
 
     const credential = extractCredential(req.headers);
-    const principal = await this.#chains.get(route.name)!.authenticate({ credential, method: req.method ?? "GET", headers: req.headers, remoteAddress: exchange.remoteAddress, setCookie: (c) => exchange.setCookie(c) });
+    const answer = this.#chains.get(route.name)!.authenticate({ credential, method: req.method ?? "GET", headers: req.headers, remoteAddress: exchange.remoteAddress, setCookie: (c) => exchange.setCookie(c) });
+    const principal = answer instanceof Promise ? await answer : answer; // API keys answer synchronously
     exchange.principal = principal;
     exchange.authMethod = principal.method;
     const deprecation = this.#deprecations.get(principal.authenticator);

@@ -19,8 +19,9 @@ export interface AccountingDeps {
 /**
  * meter → settle: the provider's usage when the response carried it, else an estimate (marked so); an
  * upstream that answered nothing or an error is charged nothing; a client that left is charged what it got.
+ * Returns the settlement's promise when the request holds an admission (it never rejects), else undefined.
  */
-export async function accountUsage(exchange: Exchange, observer: MeteringObserver, result: ForwardResult, deps: AccountingDeps): Promise<void> {
+export function accountUsage(exchange: Exchange, observer: MeteringObserver, result: ForwardResult, deps: AccountingDeps): Promise<void> | undefined {
   const { usage, outputChars, responded } = observer.result();
   let final: Usage;
   if (usage) final = usage;
@@ -43,5 +44,9 @@ export async function accountUsage(exchange: Exchange, observer: MeteringObserve
     if (cost.micros > 0) spend.inc({ model: label }, cost.micros / 1e6);
   }
   const outcome = result.outcome === "upstream_error" && responded ? "client_aborted" : result.outcome;
-  await exchange.admission?.settle(final, outcome).catch((err: unknown) => deps.logger.warn({ err: (err as Error).message }, "settlement failed"));
+  // A promise only when there is a settlement to wait for (limits on this route): no promise otherwise.
+  return exchange.admission?.settle(final, outcome).then(
+    () => undefined,
+    (err: unknown) => deps.logger.warn({ err: (err as Error).message }, "settlement failed"),
+  );
 }
