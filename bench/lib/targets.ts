@@ -151,7 +151,7 @@ async function startNative(name: string, command: string, args: string[], port: 
 
 /**
  * Every configuration, in table order. `redisProblem`: why Redis cannot be used here (undefined when it can).
- * The references come first (direct, nginx, HAProxy, the bare undici forwarder), then Tollgate from the
+ * The references come first (direct, nginx, HAProxy, the bare undici forwarder, the corridor floor), then Tollgate from the
  * cheapest corridor to the full one, then diagnostics that run only with --only.
  */
 export function configurations(redisProblem: string | undefined, abDist?: string): Configuration[] {
@@ -221,20 +221,11 @@ function allConfigurations(redisProblem: string | undefined): Configuration[] {
       tollgate: false,
       start: (ctx) => startNodePeer("undici-dispatch", "undici-pool.ts", ["--target", ctx.upstreamUrl, "--api", "dispatch"], ctx),
     },
-    tollgate(variant({ name: "tollgate-public", description: "Tollgate, public route (no credential, no auth), metering, audit, metrics", auth: "public", credential: "none" }), redisProblem),
-    tollgate(variant({ name: "tollgate-key", description: "Tollgate, API-key path (key hash lookup), no limits", auth: "key", credential: "key" }), redisProblem),
-    tollgate(variant({ name: "tollgate-jwt", description: "Tollgate, JWT (RS256, JWKS), one token reused: the token cache hits", auth: "jwt", credential: "jwt" }), redisProblem),
-    tollgate(variant({ name: "tollgate-jwt-fresh", description: "Tollgate, JWT, a token not in the cache on every request: full verification", auth: "jwt", credential: "jwt-fresh" }), redisProblem),
-    tollgate(variant({ name: "tollgate-jwt-rate", description: "Tollgate, JWT (reused) + Redis rate limits (requests and tokens per user and model)", auth: "jwt", credential: "jwt", limits: "rates" }), redisProblem),
-    tollgate(variant({ name: "tollgate-full", description: "Tollgate, the full path: JWT (reused) + Redis rate limits + a monthly team budget (reserve, settle)", auth: "jwt", credential: "jwt", limits: "full" }), redisProblem),
-    tollgate(variant({ name: "tollgate-models", description: "Tollgate, API-key path with a models allow-list on the route (diagnostic)", auth: "key", credential: "key", models: true, optional: true }), redisProblem),
-    tollgate(variant({ name: "tollgate-no-audit", description: "Tollgate, API-key path with the audit log off (diagnostic)", auth: "key", credential: "key", audit: false, optional: true }), redisProblem),
     {
       name: "corridor-floor",
-      description: "the API-key path's required work (key hash, body read for model, usage read, metrics, audit line) in one plain handler over the bare undici forwarder: an upper bound for any Node implementation (diagnostic)",
+      description: "the API-key path's required work (key hash, body read for model, usage read, metrics, audit line) in one plain handler over the bare undici forwarder: an upper bound for any Node implementation of it",
       credential: "key",
       tollgate: false,
-      optional: true,
       async start(ctx) {
         const logFile = join(ctx.tmp, "corridor-floor.log");
         const fd = openSync(logFile, "w");
@@ -246,6 +237,14 @@ function allConfigurations(redisProblem: string | undefined): Configuration[] {
         }
       },
     },
+    tollgate(variant({ name: "tollgate-public", description: "Tollgate, public route (no credential, no auth), metering, audit, metrics", auth: "public", credential: "none" }), redisProblem),
+    tollgate(variant({ name: "tollgate-key", description: "Tollgate, API-key path (key hash lookup), no limits", auth: "key", credential: "key" }), redisProblem),
+    tollgate(variant({ name: "tollgate-jwt", description: "Tollgate, JWT (RS256, JWKS), one token reused: the token cache hits", auth: "jwt", credential: "jwt" }), redisProblem),
+    tollgate(variant({ name: "tollgate-jwt-fresh", description: "Tollgate, JWT, a token not in the cache on every request: full verification", auth: "jwt", credential: "jwt-fresh" }), redisProblem),
+    tollgate(variant({ name: "tollgate-jwt-rate", description: "Tollgate, JWT (reused) + Redis rate limits (requests and tokens per user and model)", auth: "jwt", credential: "jwt", limits: "rates" }), redisProblem),
+    tollgate(variant({ name: "tollgate-full", description: "Tollgate, the full path: JWT (reused) + Redis rate limits + a monthly team budget (reserve, settle)", auth: "jwt", credential: "jwt", limits: "full" }), redisProblem),
+    tollgate(variant({ name: "tollgate-models", description: "Tollgate, API-key path with a models allow-list on the route (diagnostic)", auth: "key", credential: "key", models: true, optional: true }), redisProblem),
+    tollgate(variant({ name: "tollgate-no-audit", description: "Tollgate, API-key path with the audit log off (diagnostic)", auth: "key", credential: "key", audit: false, optional: true }), redisProblem),
     {
       name: "undici-stream",
       description: "bare undici Pool.stream forwarder, no auth (diagnostic)",

@@ -28,7 +28,10 @@ export function verdicts(rows: Row[], streams: StreamFigures[], fullName = "toll
   ] as const) {
     const r = row(config, "json", 32);
     const rpcs = r?.requestsPerProxyCpuS;
-    atLeast(`per-core throughput, ${label} (JSON, 32 conns): req/CPU-s ≥ 0.30× nginx`, r?.cpuVsNginx, 0.3, `${f2(r?.cpuVsNginx)}× (${k(rpcs)} vs ${k(row("nginx", "json", 32)?.requestsPerProxyCpuS)})`);
+    // The corridor floor (the API-key path's required work, written as plainly as Node allows) says whether the
+    // target is within reach of any Node implementation in this very run.
+    const floor = config === "tollgate-key" ? row("corridor-floor", "json", 32)?.cpuVsNginx : undefined;
+    atLeast(`per-core throughput, ${label} (JSON, 32 conns): req/CPU-s ≥ 0.30× nginx`, r?.cpuVsNginx, 0.3, `${f2(r?.cpuVsNginx)}× (${k(rpcs)} vs ${k(row("nginx", "json", 32)?.requestsPerProxyCpuS)})${floor === undefined ? "" : `; corridor floor ${f2(floor)}×`}`);
     atLeast(`per-core throughput, ${label} (JSON, 32 conns): req/CPU-s ≥ 0.95× bare undici forwarder`, r?.cpuVsUndici, 0.95, `${f2(r?.cpuVsUndici)}× (${k(rpcs)} vs ${k(row("undici-dispatch", "json", 32)?.requestsPerProxyCpuS)})`);
   }
   const fresh = row("tollgate-jwt-fresh", "json", 32);
