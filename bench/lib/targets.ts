@@ -226,11 +226,14 @@ function allConfigurations(redisProblem: string | undefined): Configuration[] {
       description: "the API-key path's required work (key hash, body read for model, usage read, metrics, audit line) in one plain handler over the bare undici forwarder: an upper bound for any Node implementation of it",
       credential: "key",
       tollgate: false,
-      async start(ctx) {
-        const logFile = join(ctx.tmp, "corridor-floor.log");
+      async start(ctx, instance) {
+        const name = instance ? `corridor-floor-${instance}` : "corridor-floor";
+        const logFile = join(ctx.tmp, `${name}.log`);
         const fd = openSync(logFile, "w");
         try {
-          const running = await startNodePeer("corridor-floor", "corridor-floor.ts", ["--target", ctx.upstreamUrl, "--key-hash", ctx.keyHash], ctx, fd, ctx.tollgateNodeFlags);
+          const args = ["--target", ctx.upstreamUrl, "--hold-target", ctx.holdUrl, "--key-hash", ctx.keyHash];
+          // Tollgate's Node flags, so the memory figures compare; the held-streams instance may be asked to collect garbage.
+          const running = await startNodePeer(name, "corridor-floor.ts", args, ctx, fd, [...ctx.tollgateNodeFlags, ...(instance === "streams" ? ["--expose-gc"] : [])]);
           return { ...running, logFile };
         } finally {
           closeSync(fd);

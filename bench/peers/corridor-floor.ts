@@ -16,7 +16,8 @@
  * request-header checks, path normalization, rate-limit headers, every error path but one, deprecation headers,
  * graceful shutdown, reload.
  *
- *   node bench/peers/corridor-floor.ts --target http://127.0.0.1:PORT --key-hash sha256:HEX   (audit lines on stdout)
+ *   node bench/peers/corridor-floor.ts --target http://127.0.0.1:PORT --hold-target http://127.0.0.1:PORT2 --key-hash sha256:HEX
+ *   (audit lines on stdout; requests under /chat/completions go to --hold-target, as in the bench's Tollgate policy)
  */
 import { createServer, type IncomingMessage, type ServerResponse, type OutgoingHttpHeaders } from "node:http";
 import { createHash, randomUUID } from "node:crypto";
@@ -34,6 +35,9 @@ const MODELS = new Set(["gpt-4o-mini", "gpt-4o"]);
 const UPSTREAM_AUTH = "Bearer upstream-static-key";
 
 const pool = new Pool(arg("target"), { connections: 128, pipelining: 1, keepAliveTimeout: 30_000 });
+// The bench's second route, as in Tollgate's bench policy: `/chat/completions` to the stand-in that holds streams open.
+const holdPool = new Pool(arg("hold-target"), { connections: 2048, pipelining: 1, keepAliveTimeout: 30_000 });
+const HOLD_PATH = "/chat/completions";
 const keys = new Map([[arg("key-hash"), { id: "key-bench", user: "bench-user", team: "bench-team" }]]);
 
 const registry = new Registry();
@@ -137,7 +141,7 @@ function handle(req: IncomingMessage, res: ServerResponse): void {
     let status = 0;
     let sse = false;
     const seen: Buffer[] = [];
-    pool.dispatch(
+    (req.url!.startsWith(HOLD_PATH) ? holdPool : pool).dispatch(
       { method: req.method!, path: req.url!, headers, body },
       {
         onRequestStart(ctrl) {
@@ -185,6 +189,19 @@ function handle(req: IncomingMessage, res: ServerResponse): void {
         },
       },
     );
+  });
+}
+
+// As peers/tollgate.mjs: started with --expose-gc (the bench's held-streams instance), it answers an IPC `{ gc: id }`
+// with a full collection and the heap figures.
+const gc = (globalThis as { gc?: () => void }).gc;
+if (gc) {
+  process.on("message", (message: unknown) => {
+    if (!message || typeof message !== "object" || !("gc" in message)) return;
+    gc();
+    gc();
+    const { heapUsed, external } = process.memoryUsage();
+    process.send?.({ gc: (message as { gc: unknown }).gc, heapUsed, external });
   });
 }
 
