@@ -52,8 +52,9 @@ interface Found {
   readonly match: PriceMatch;
 }
 
-/** Distinct model ids whose price lookup is remembered (see `find`). */
+/** Distinct model ids whose price lookup is remembered, and the longest id remembered (see `find`). */
 const MEMO_LIMIT = 1024;
+const MEMO_MAX_ID = 256;
 
 interface Wildcard {
   readonly entry: Entry;
@@ -95,10 +96,12 @@ export function compilePriceBook(overrides: Readonly<Record<string, ModelPrice>>
 
   // Every metered request looks its model up (twice: for the metric label and for the cost), and the normalizing
   // (lower case, prefix and suffix regexes, two map reads per book) was ~2 % of the API-key path's CPU in the
-  // profile. Answers are remembered per model id; model ids come from clients, so the memo is bounded and starts
-  // over when full rather than growing with whatever names clients send.
+  // profile. Answers are remembered per model id; model ids come from clients, so the memo is bounded — in
+  // entries (it starts over when full) and in size: an id longer than any real model name (a body can carry a
+  // megabyte-long `model`) is looked up every time, never kept.
   const memo = new Map<string, Found | null>();
   const find = (model: string): Found | undefined => {
+    if (model.length > MEMO_MAX_ID) return search(model);
     let known = memo.get(model);
     if (known === undefined) {
       if (memo.size >= MEMO_LIMIT) memo.clear();

@@ -122,4 +122,9 @@ t.test("remembered lookups: the same answer every time; past the memo's bound (i
   t.same(wrong, [], "3,000 distinct ids, each priced (or not) as the book says");
   t.match(own.lookup("team-0"), { key: "team-*", via: "wildcard" }, "an id forgotten when the memo started over is looked up again");
   t.match(own.lookup("gpt-4o-2024-08-06"), { key: "gpt-4o", via: "normalized" });
+  // Ids longer than any model name are not remembered (a body may carry a huge `model`), but still priced.
+  const long = `team-${"x".repeat(300_000)}`;
+  t.match(own.lookup(long), { key: "team-*", via: "wildcard" });
+  t.equal(own.cost(long, usage({ outputTokens: 1_000_000 })).micros, 2_000_000);
+  t.equal(own.lookup(`unknown-${"x".repeat(300)}`), undefined);
 });
