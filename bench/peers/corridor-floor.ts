@@ -1,5 +1,5 @@
 /**
- * Diagnostic peer: the least a Node proxy can do per request and still do what the issue asks of the API-key path,
+ * Reference peer (a row of every bench run): the least a Node proxy can do per request and still do what the issue asks of the API-key path,
  * written as one plain handler over the bare undici forwarder (undici-pool.ts, `--api dispatch`), with the design
  * card's libraries. It answers "can any Node implementation of this work reach the per-core target?": whatever it
  * leaves out, Tollgate must do too, so its req/CPU-s is an upper bound for Tollgate's API-key path on this rig.
@@ -99,7 +99,7 @@ function handle(req: IncomingMessage, res: ServerResponse): void {
     }
     const record = {
       requestId, method: req.method, path: req.url, route: "chat", upstream: "llm", principal: principal?.id, user: principal?.user, team: principal?.team,
-      authMethod: "api_key", authenticator: "keys", model, decision, reason: decision === "allow" ? "ok" : "denied", status, outcome,
+      authMethod: "api_key", authenticator: "keys", model, decision, reason: decision === "allow" ? (outcome === "complete" ? "allowed" : outcome) : "denied", status, outcome,
       durationMs: Math.round(seconds * 1e6) / 1e3, upstreamTtfbMs: upstreamMs === undefined ? undefined : Math.round(upstreamMs * 1e3) / 1e3,
       usage: usage && { input: usage.prompt_tokens ?? 0, output: usage.completion_tokens ?? 0, cachedInput: 0, reasoning: 0, source: "provider" }, costUsd,
       remoteAddress: req.socket.remoteAddress,
@@ -183,9 +183,11 @@ function handle(req: IncomingMessage, res: ServerResponse): void {
           finish(status, "allow", model, usage, "complete", upstreamMs);
         },
         onResponseError() {
-          if (!res.headersSent) refuse(res, 502, "upstream_unavailable", "the upstream could not be reached");
+          // The client left (its close aborted this request), or the upstream failed.
+          const outcome = res.destroyed ? "client_aborted" : "upstream_error";
+          if (!res.headersSent && !res.destroyed) refuse(res, 502, "upstream_unavailable", "the upstream could not be reached");
           else res.destroy();
-          finish(res.headersSent ? status : 502, "allow", model, undefined, "upstream_error", upstreamMs);
+          finish(res.headersSent ? status : 502, "allow", model, undefined, outcome, upstreamMs);
         },
       },
     );

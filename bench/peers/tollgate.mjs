@@ -14,9 +14,11 @@
  *
  *   node bench/peers/tollgate.mjs --policy FILE [--dist /abs/path/to/other/checkout/dist]
  */
+import { pathToFileURL } from "node:url";
+
 // `--dist DIR`: another checkout's build (the bench's --ab); by default this checkout's.
 const distAt = process.argv.indexOf("--dist");
-const distBase = distAt >= 0 ? new URL(`file://${process.argv[distAt + 1]}/`) : new URL("../../dist/", import.meta.url);
+const distBase = distAt >= 0 ? pathToFileURL(`${process.argv[distAt + 1]}/`) : new URL("../../dist/", import.meta.url);
 const dist = (/** @type {string} */ path) => new URL(path, distBase).href;
 
 /** @type {typeof import("../../src/server.ts")} */
