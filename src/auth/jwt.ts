@@ -78,7 +78,12 @@ export class JwtAuthenticator implements Authenticator {
     }
   }
 
-  async authenticate(req: AuthRequest): Promise<Principal | undefined> {
+  /**
+   * Synchronous when it can answer at once — not a bearer JWT, or a token found in the cache — so the repeated-token
+   * path makes no promise (the auth chain passes a synchronous answer straight on); a verification is asynchronous,
+   * and every refusal is a rejection.
+   */
+  authenticate(req: AuthRequest): Principal | undefined | Promise<Principal | undefined> {
     const credential = req.credential;
     if (!credential || credential.scheme !== "bearer" || !JWT_SHAPE.test(credential.value)) return undefined;
     const token = credential.value;
@@ -93,6 +98,10 @@ export class JwtAuthenticator implements Authenticator {
         return cached.principal;
       }
     }
+    return this.#verify(token, now, cacheKey);
+  }
+
+  async #verify(token: string, now: number, cacheKey: string): Promise<Principal | undefined> {
     let header: ReturnType<typeof decodeProtectedHeader>;
     let payload: JWTPayload;
     try {

@@ -147,6 +147,12 @@ t.test("positive control: a well-formed token yields the mapped principal; a rep
   const before = await hits();
   t.match(await tryAuth(auth, token), { id: "alice" });
   t.equal(await hits(), before + 1, "tollgate_token_cache_total{authenticator=corp,result=hit} +1");
+  const repeat = auth.authenticate({ credential: extractCredential({ authorization: "Bearer " + token }), headers: {}, remoteAddress: "127.0.0.1" });
+  t.notOk(repeat instanceof Promise, "a cached token is answered at once, without a promise");
+  t.match(repeat, { id: "alice" });
+  const fresh = auth.authenticate({ credential: extractCredential({ authorization: "Bearer " + (await goodToken(A, { sub: "dora" })) }), headers: {}, remoteAddress: "127.0.0.1" });
+  t.ok(fresh instanceof Promise, "a token not in the cache is verified, asynchronously");
+  t.match(await fresh, { id: "dora" });
 });
 
 t.test("alg none, in every case, with and without a signature, is refused (invalid_token:alg)", async (t) => {

@@ -91,7 +91,8 @@ routes: [{ name: r, paths: [/x], upstream: llm, allow: [{ authenticated: true }]
 
 const sign = (claims: Record<string, unknown>, iss: string, aud = "api://litellm") =>
   new SignJWT(claims).setProtectedHeader({ alg: "RS256", kid: "entra-key-1", typ: "JWT" }).setIssuer(iss).setAudience(aud).setIssuedAt().setExpirationTime("10m").sign(privateKey);
-const auth = (a: JwtAuthenticator, token: string) => a.authenticate({ credential: extractCredential({ authorization: `Bearer ${token}` }), headers: {}, remoteAddress: "127.0.0.1" });
+// Always a promise here, whether the authenticator answered at once (a cached token) or after verifying.
+const auth = async (a: JwtAuthenticator, token: string) => a.authenticate({ credential: extractCredential({ authorization: `Bearer ${token}` }), headers: {}, remoteAddress: "127.0.0.1" });
 
 t.test("v1 and v2 issuers of one tenant, with app roles and security groups by object id", async (t) => {
   const a = authenticator(`      - { issuer: "https://sts.windows.net/${T1}/", jwksUri: "${jwksUrl}", audiences: [api://litellm] }
