@@ -65,6 +65,8 @@ export interface Configuration {
   optional?: boolean;
   /** `instance` names a second, separate process of the same configuration (its own policy, log and profile). */
   start(ctx: Context, instance?: string): Promise<Running>;
+  /** Tollgate configurations: the same configuration run from another checkout's build (`dist` directory), for --ab. */
+  fromBuild?(dist: string): Configuration;
 }
 
 async function startNodePeer(name: string, script: string, args: string[], ctx: Context, stdout?: number, nodeFlags: string[] = []): Promise<Running> {
@@ -99,6 +101,7 @@ function tollgate(v: TollgateVariant, redisProblem: string | undefined, dist?: s
     ...(v.limits ? { redis: true } : {}),
     ...(v.limits && redisProblem ? { unavailable: redisProblem } : {}),
     ...(v.optional ? { optional: true } : {}),
+    ...(dist ? {} : { fromBuild: (other: string) => tollgate(v, redisProblem, other) }),
     async start(ctx, instance) {
       const name = (instance ? `${v.name}-${instance}` : v.name) + (dist ? "-b" : "");
       const policy = join(ctx.tmp, `${name}.yaml`);
@@ -158,17 +161,7 @@ export function configurations(redisProblem: string | undefined, abDist?: string
   const list = allConfigurations(redisProblem);
   if (!abDist) return list;
   // --ab: every Tollgate configuration again, from another checkout's build, right after its own row.
-  return list.flatMap((c) => {
-    const variant = VARIANTS.get(c.name);
-    return variant ? [c, tollgate(variant, redisProblem, abDist)] : [c];
-  });
-}
-
-/** The Tollgate variants by name, for --ab's twins. */
-const VARIANTS = new Map<string, TollgateVariant>();
-function variant(v: TollgateVariant): TollgateVariant {
-  VARIANTS.set(v.name, v);
-  return v;
+  return list.flatMap((c) => (c.fromBuild ? [c, c.fromBuild(abDist)] : [c]));
 }
 
 function allConfigurations(redisProblem: string | undefined): Configuration[] {
@@ -240,14 +233,14 @@ function allConfigurations(redisProblem: string | undefined): Configuration[] {
         }
       },
     },
-    tollgate(variant({ name: "tollgate-public", description: "Tollgate, public route (no credential, no auth), metering, audit, metrics", auth: "public", credential: "none" }), redisProblem),
-    tollgate(variant({ name: "tollgate-key", description: "Tollgate, API-key path (key hash lookup), no limits", auth: "key", credential: "key" }), redisProblem),
-    tollgate(variant({ name: "tollgate-jwt", description: "Tollgate, JWT (RS256, JWKS), one token reused: the token cache hits", auth: "jwt", credential: "jwt" }), redisProblem),
-    tollgate(variant({ name: "tollgate-jwt-fresh", description: "Tollgate, JWT, a token not in the cache on every request: full verification", auth: "jwt", credential: "jwt-fresh" }), redisProblem),
-    tollgate(variant({ name: "tollgate-jwt-rate", description: "Tollgate, JWT (reused) + Redis rate limits (requests and tokens per user and model)", auth: "jwt", credential: "jwt", limits: "rates" }), redisProblem),
-    tollgate(variant({ name: "tollgate-full", description: "Tollgate, the full path: JWT (reused) + Redis rate limits + a monthly team budget (reserve, settle)", auth: "jwt", credential: "jwt", limits: "full" }), redisProblem),
-    tollgate(variant({ name: "tollgate-models", description: "Tollgate, API-key path with a models allow-list on the route (diagnostic)", auth: "key", credential: "key", models: true, optional: true }), redisProblem),
-    tollgate(variant({ name: "tollgate-no-audit", description: "Tollgate, API-key path with the audit log off (diagnostic)", auth: "key", credential: "key", audit: false, optional: true }), redisProblem),
+    tollgate({ name: "tollgate-public", description: "Tollgate, public route (no credential, no auth), metering, audit, metrics", auth: "public", credential: "none" }, redisProblem),
+    tollgate({ name: "tollgate-key", description: "Tollgate, API-key path (key hash lookup), no limits", auth: "key", credential: "key" }, redisProblem),
+    tollgate({ name: "tollgate-jwt", description: "Tollgate, JWT (RS256, JWKS), one token reused: the token cache hits", auth: "jwt", credential: "jwt" }, redisProblem),
+    tollgate({ name: "tollgate-jwt-fresh", description: "Tollgate, JWT, a token not in the cache on every request: full verification", auth: "jwt", credential: "jwt-fresh" }, redisProblem),
+    tollgate({ name: "tollgate-jwt-rate", description: "Tollgate, JWT (reused) + Redis rate limits (requests and tokens per user and model)", auth: "jwt", credential: "jwt", limits: "rates" }, redisProblem),
+    tollgate({ name: "tollgate-full", description: "Tollgate, the full path: JWT (reused) + Redis rate limits + a monthly team budget (reserve, settle)", auth: "jwt", credential: "jwt", limits: "full" }, redisProblem),
+    tollgate({ name: "tollgate-models", description: "Tollgate, API-key path with a models allow-list on the route (diagnostic)", auth: "key", credential: "key", models: true, optional: true }, redisProblem),
+    tollgate({ name: "tollgate-no-audit", description: "Tollgate, API-key path with the audit log off (diagnostic)", auth: "key", credential: "key", audit: false, optional: true }, redisProblem),
     {
       name: "undici-stream",
       description: "bare undici Pool.stream forwarder, no auth (diagnostic)",
