@@ -3,6 +3,7 @@
  * and a Redis Cluster on loopback.
  */
 import t, { type Test } from "tap";
+import { ReplyError } from "ioredis";
 import { MemoryStore } from "../../src/limits/store/memory.ts";
 import { RedisStore, createRedisClient } from "../../src/limits/store/redis.ts";
 import { StoreUnavailableError, type WindowState } from "../../src/limits/store/types.ts";
@@ -115,6 +116,38 @@ t.test("redis standalone: a request whose commands fail inside a shared call fai
   t.ok(bad!.every((o) => o instanceof Error), "the bad settlement: an error for each of its ops");
   t.equal(await store.leaseCount("iso-l-2", now), 0, "the request after it released its lease");
   t.equal((await store.windowTake("iso-w-2", W, 100, 0, now)).current, 4, "and reconciled its window (1 + 3)");
+});
+
+t.test("redis standalone: a script refused with NOSCRIPT (it did not run) is sent once more; other errors, or a second NOSCRIPT, are not", async (t) => {
+  const store = await sharedStore(t, "noscript");
+  const client = store.client as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
+  const original = client.tgWindowTake!;
+  let calls = 0;
+  let refusals: Error[] = [];
+  client.tgWindowTake = (...args) => {
+    calls++;
+    const refusal = refusals.shift();
+    return refusal ? Promise.reject(refusal) : original.apply(client, args);
+  };
+  const noScript = () => new ReplyError("NOSCRIPT No matching script. Please use EVAL.");
+  const now = Date.now();
+
+  refusals = [noScript()];
+  const first = await store.windowTake("noscript-w", 60_000, 10, 1, now);
+  t.equal(calls, 2, "sent again after NOSCRIPT");
+  t.match(first, { allowed: true, current: 1 }, "and counted once");
+
+  calls = 0;
+  refusals = [noScript(), noScript()];
+  await t.rejects(store.windowTake("noscript-w", 60_000, 10, 1, now), StoreUnavailableError, "NOSCRIPT twice: the store is unavailable");
+  t.equal(calls, 2, "no third try");
+
+  calls = 0;
+  refusals = [new Error("Command timed out")];
+  await t.rejects(store.windowTake("noscript-w", 60_000, 10, 1, now), StoreUnavailableError);
+  t.equal(calls, 1, "a timeout is not sent again (the script may have run)");
+
+  t.match(await store.windowTake("noscript-w", 60_000, 10, 1, now), { current: 2 }, "only the first try counted: the refused ones took nothing");
 });
 
 t.test("redis standalone: settlements and admissions of the same turn share one call, settlements first; a read sends what is waiting", async (t) => {
