@@ -3,11 +3,12 @@
  * and a Redis Cluster on loopback.
  */
 import t, { type Test } from "tap";
-import { ReplyError } from "ioredis";
+import { Redis, ReplyError } from "ioredis";
 import { MemoryStore } from "../../src/limits/store/memory.ts";
 import { RedisStore, createRedisClient } from "../../src/limits/store/redis.ts";
 import { StoreUnavailableError, type WindowState } from "../../src/limits/store/types.ts";
 import { storeContract } from "./store-contract.ts";
+import { ADMIT_ALL, SETTLE_ALL, SETTLE_THEN_ADMIT } from "../../src/limits/store/scripts.ts";
 import { SHARED_REDIS_URL, deleteKeys, hasRedisServer, startCluster, startSentinel, testPrefix, yamlNodes } from "../helpers/redis.ts";
 import { parsePolicy } from "../../src/config/load.ts";
 import type { RedisStoreConfig } from "../../src/config/limits.ts";
@@ -148,6 +149,16 @@ t.test("redis standalone: a script refused with NOSCRIPT (it did not run) is sen
   t.equal(calls, 1, "a timeout is not sent again (the script may have run)");
 
   t.match(await store.windowTake("noscript-w", 60_000, 10, 1, now), { current: 2 }, "only the first try counted: the refused ones took nothing");
+});
+
+t.test("redis scripts: a malformed group (a layout bug, nothing a client sends) fails the call, naming the kind of group", async (t) => {
+  const client = new Redis(SHARED_REDIS_URL);
+  t.teardown(() => client.disconnect());
+  // No keys: the scripts fail while reading the group, before any write.
+  await t.rejects(client.eval(ADMIT_ALL, 0, "1", "1", "x"), /admission group: unknown entry x/);
+  await t.rejects(client.eval(SETTLE_ALL, 0, "1", "1", "x"), /settlement group: unknown entry x/);
+  await t.rejects(client.eval(SETTLE_THEN_ADMIT, 0, "1", "1", "1", "x"), /settlement group: unknown entry x/, "SETTLE_THEN_ADMIT names the group that was malformed");
+  await t.rejects(client.eval(SETTLE_THEN_ADMIT, 0, "0", "1", "1", "x"), /admission group: unknown entry x/);
 });
 
 t.test("redis standalone: settlements and admissions of the same turn share one call, settlements first; a read sends what is waiting", async (t) => {

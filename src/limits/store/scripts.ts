@@ -123,7 +123,7 @@ local function admit_group(k, a, result)
       op.limit, op.amount, op.id, op.expires, op.group = tonumber(ARGV[a + 1]), ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
       k, a = k + 3, a + 6
     else
-      error('ADMIT_ALL: unknown entry ' .. tostring(t))
+      error('admission group: unknown entry ' .. tostring(t))
     end
     ops[#ops + 1] = op
   end
@@ -169,7 +169,7 @@ local function settle_group(k, a, out)
     elseif t == 's' then
       k, a = k + 3, a + 4
     else
-      error('SETTLE_ALL: unknown entry ' .. tostring(t))
+      error('settlement group: unknown entry ' .. tostring(t))
     end
   end
   local base = #out
