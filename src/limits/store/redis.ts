@@ -341,8 +341,9 @@ export class RedisStore implements Store {
       } catch (err) {
         // NOSCRIPT: the server did not have the script, so it did not run and sending it again cannot count twice.
         // ioredis sends a script with EVAL the first time on a connection and EVALSHA after, and retries once on
-        // NOSCRIPT; on a Cluster that retry can meet NOSCRIPT again and surface it (seen in CI, on a freshly started
-        // cluster; one way: a connection is taken as loaded after an EVAL that a node answered with MOVED). By then ioredis has forgotten the connection's script: one more call sends EVAL.
+        // NOSCRIPT; on a Cluster that retry can meet NOSCRIPT again and surface it (seen in CI on a freshly
+        // started cluster; one way, from reading ioredis: a connection counts as loaded after an EVAL that a node
+        // answered with MOVED). By then ioredis has forgotten that connection's script, so one more call sends EVAL.
         if (!(err instanceof Error) || !err.message.startsWith("NOSCRIPT")) throw err;
         return await command();
       }
