@@ -36,7 +36,7 @@ const RESULTS = join(ROOT, "bench", "results");
 const SPACING: Spacing = { count: 20, spacingMs: 20 };
 const JSON_BYTES = 1024;
 /** Configurations whose RSS with held-open streams and client-disconnect abort time are measured. */
-const STREAM_CONFIGS = ["tollgate-full", "tollgate-key", "corridor-floor"];
+const STREAM_CONFIGS = ["tollgate-full", "tollgate-key", "corridor-floor", "corridor-floor-full"];
 const BASELINES = { direct: "direct", nginx: "nginx", haproxy: "haproxy-jwt", undici: "undici-dispatch" };
 
 const { values: opts } = parseArgs({

@@ -129,6 +129,33 @@ function tollgate(v: TollgateVariant, redisProblem: string | undefined, dist?: s
   };
 }
 
+/**
+ * The corridor floors (peers/corridor-floor.ts): a path's required work in one plain handler, with Tollgate's Node
+ * flags so the memory figures compare; the held-streams instance may be asked to collect garbage. `redis`: given when
+ * the floor uses Redis, with why Redis cannot be used here (undefined when it can).
+ */
+function corridorFloor(name: string, description: string, credential: CredentialKind, args: (ctx: Context) => string[], redis?: { problem: string | undefined }): Configuration {
+  return {
+    name,
+    description,
+    credential,
+    tollgate: false,
+    ...(redis ? { redis: true, ...(redis.problem ? { unavailable: redis.problem } : {}) } : {}),
+    async start(ctx, instance) {
+      const full = instance ? `${name}-${instance}` : name;
+      const logFile = join(ctx.tmp, `${full}.log`);
+      const fd = openSync(logFile, "w");
+      try {
+        const base = ["--target", ctx.upstreamUrl, "--hold-target", ctx.holdUrl, ...args(ctx)];
+        const running = await startNodePeer(full, "corridor-floor.ts", base, ctx, fd, [...ctx.tollgateNodeFlags, ...(instance === "streams" ? ["--expose-gc"] : [])]);
+        return { ...running, logFile };
+      } finally {
+        closeSync(fd); // the child holds its own copy
+      }
+    },
+  };
+}
+
 /** HAProxy with jwt_verify needs 2.5 or later; undefined when usable, else why not. */
 function haproxyProblem(): string | undefined {
   if (!onPath("haproxy")) return "haproxy is not on PATH; skipped (apt-get install haproxy adds the JWT reference row)";
@@ -214,25 +241,19 @@ function allConfigurations(redisProblem: string | undefined): Configuration[] {
       tollgate: false,
       start: (ctx) => startNodePeer("undici-dispatch", "undici-pool.ts", ["--target", ctx.upstreamUrl, "--api", "dispatch"], ctx),
     },
-    {
-      name: "corridor-floor",
-      description: "the API-key path's required work (key hash, body read for model, usage read, metrics, audit line) in one plain handler over the bare undici forwarder: an upper bound for any Node implementation of it",
-      credential: "key",
-      tollgate: false,
-      async start(ctx, instance) {
-        const name = instance ? `corridor-floor-${instance}` : "corridor-floor";
-        const logFile = join(ctx.tmp, `${name}.log`);
-        const fd = openSync(logFile, "w");
-        try {
-          const args = ["--target", ctx.upstreamUrl, "--hold-target", ctx.holdUrl, "--key-hash", ctx.keyHash];
-          // Tollgate's Node flags, so the memory figures compare; the held-streams instance may be asked to collect garbage.
-          const running = await startNodePeer(name, "corridor-floor.ts", args, ctx, fd, [...ctx.tollgateNodeFlags, ...(instance === "streams" ? ["--expose-gc"] : [])]);
-          return { ...running, logFile };
-        } finally {
-          closeSync(fd);
-        }
-      },
-    },
+    corridorFloor(
+      "corridor-floor",
+      "the API-key path's required work (key hash, body read for model, usage read, metrics, audit line) in one plain handler over the bare undici forwarder: an upper bound for any Node implementation of it",
+      "key",
+      (ctx) => ["--key-hash", ctx.keyHash],
+    ),
+    corridorFloor(
+      "corridor-floor-full",
+      "the full path's required work: the corridor floor with a JWT (verified once, then from a map) instead of the key, and one Redis admission and settlement per request with Tollgate's scripts: an upper bound for any Node implementation of it",
+      "jwt",
+      (ctx) => ["--jwks", ctx.issuer.jwksUri, "--issuer", ctx.issuer.issuer, "--audience", AUDIENCE, "--redis", ctx.redis!.url, "--key-prefix", `${ctx.redis!.keyPrefix}floor:`],
+      { problem: redisProblem },
+    ),
     tollgate({ name: "tollgate-public", description: "Tollgate, public route (no credential, no auth), metering, audit, metrics", auth: "public", credential: "none" }, redisProblem),
     tollgate({ name: "tollgate-key", description: "Tollgate, API-key path (key hash lookup), no limits", auth: "key", credential: "key" }, redisProblem),
     tollgate({ name: "tollgate-jwt", description: "Tollgate, JWT (RS256, JWKS), one token reused: the token cache hits", auth: "jwt", credential: "jwt" }, redisProblem),

@@ -30,23 +30,30 @@ export function verdicts(rows: Row[], streams: StreamFigures[], fullName = "toll
     const rpcs = r?.requestsPerProxyCpuS;
     // The corridor floor (the API-key path's required work, written as plainly as Node allows) says whether the
     // target is within reach of any Node implementation in this very run.
-    const floor = config === "tollgate-key" ? row("corridor-floor", "json", 32)?.cpuVsNginx : undefined;
-    atLeast(`per-core throughput, ${label} (JSON, 32 conns): req/CPU-s ≥ 0.30× nginx`, r?.cpuVsNginx, 0.3, `${f2(r?.cpuVsNginx)}× (${k(rpcs)} vs ${k(row("nginx", "json", 32)?.requestsPerProxyCpuS)})${floor === undefined ? "" : `; corridor floor ${f2(floor)}×`}`);
-    atLeast(`per-core throughput, ${label} (JSON, 32 conns): req/CPU-s ≥ 0.95× bare undici forwarder`, r?.cpuVsUndici, 0.95, `${f2(r?.cpuVsUndici)}× (${k(rpcs)} vs ${k(row("undici-dispatch", "json", 32)?.requestsPerProxyCpuS)})`);
+    const floor = row(config === "tollgate-key" ? "corridor-floor" : "corridor-floor-full", "json", 32);
+    atLeast(`per-core throughput, ${label} (JSON, 32 conns): req/CPU-s ≥ 0.30× nginx`, r?.cpuVsNginx, 0.3, `${f2(r?.cpuVsNginx)}× (${k(rpcs)} vs ${k(row("nginx", "json", 32)?.requestsPerProxyCpuS)})${floor?.cpuVsNginx === undefined ? "" : `; its floor ${f2(floor.cpuVsNginx)}×`}`);
+    atLeast(`per-core throughput, ${label} (JSON, 32 conns): req/CPU-s ≥ 0.95× bare undici forwarder`, r?.cpuVsUndici, 0.95, `${f2(r?.cpuVsUndici)}× (${k(rpcs)} vs ${k(row("undici-dispatch", "json", 32)?.requestsPerProxyCpuS)})${floor?.cpuVsUndici === undefined ? "" : `; its floor ${f2(floor.cpuVsUndici)}×`}`);
   }
+  // The full path's floor (peers/corridor-floor.ts with a JWT and the Redis admission) in the same run, beside each
+  // full-path figure: what any Node implementation of that work measured here.
+  const floorFull = (mode: Row["mode"], connections: number | undefined, pick: (r: Row) => number | undefined) => {
+    const r = row("corridor-floor-full", mode, connections);
+    const v = r ? pick(r) : undefined;
+    return v === undefined ? "" : `; full-path floor +${f3(v)} ms`;
+  };
   const fresh = row("tollgate-jwt-fresh", "json", 32);
   atLeast("first-seen-token JWT (JSON, 32 conns): req/CPU-s ≥ 0.30× HAProxy + jwt_verify", fresh?.cpuVsHaproxy, 0.3, `${f2(fresh?.cpuVsHaproxy)}× (${k(fresh?.requestsPerProxyCpuS)} vs ${k(row("haproxy-jwt", "json", 32)?.requestsPerProxyCpuS)})`);
 
   const one = row(fullName, "json", 1);
-  atMost("added latency unloaded (full path, JSON, 1 conn): p50 ≤ 0.25 ms", one?.addedP50Ms, 0.25, `+${f3(one?.addedP50Ms)} ms`);
-  atMost("added latency unloaded (full path, JSON, 1 conn): p99 ≤ 2 ms", one?.addedP99Ms, 2, `+${f3(one?.addedP99Ms)} ms`);
+  atMost("added latency unloaded (full path, JSON, 1 conn): p50 ≤ 0.25 ms", one?.addedP50Ms, 0.25, `+${f3(one?.addedP50Ms)} ms${floorFull("json", 1, (r) => r.addedP50Ms)}`);
+  atMost("added latency unloaded (full path, JSON, 1 conn): p99 ≤ 2 ms", one?.addedP99Ms, 2, `+${f3(one?.addedP99Ms)} ms${floorFull("json", 1, (r) => r.addedP99Ms)}`);
   const open = row(fullName, "open");
-  atMost(`added latency at ${open?.rate ?? 2000} req/s open loop (full path): p50 ≤ 0.5 ms`, open?.addedP50Ms, 0.5, `+${f3(open?.addedP50Ms)} ms`);
-  atMost(`added latency at ${open?.rate ?? 2000} req/s open loop (full path): p99 ≤ 3 ms`, open?.addedP99Ms, 3, `+${f3(open?.addedP99Ms)} ms`);
+  atMost(`added latency at ${open?.rate ?? 2000} req/s open loop (full path): p50 ≤ 0.5 ms`, open?.addedP50Ms, 0.5, `+${f3(open?.addedP50Ms)} ms${floorFull("open", undefined, (r) => r.addedP50Ms)}`);
+  atMost(`added latency at ${open?.rate ?? 2000} req/s open loop (full path): p99 ≤ 3 ms`, open?.addedP99Ms, 3, `+${f3(open?.addedP99Ms)} ms${floorFull("open", undefined, (r) => r.addedP99Ms)}`);
 
   const sse = row(fullName, "sse", 32);
-  atMost("streaming, 32 streams (full path): added TTFB p50 ≤ 1 ms", sse?.addedTtfbP50Ms, 1, `+${f3(sse?.addedTtfbP50Ms)} ms`);
-  atMost("streaming, 32 streams (full path): added TTFB p99 ≤ 3 ms", sse?.addedTtfbP99Ms, 3, `+${f3(sse?.addedTtfbP99Ms)} ms`);
+  atMost("streaming, 32 streams (full path): added TTFB p50 ≤ 1 ms", sse?.addedTtfbP50Ms, 1, `+${f3(sse?.addedTtfbP50Ms)} ms${floorFull("sse", 32, (r) => r.addedTtfbP50Ms)}`);
+  atMost("streaming, 32 streams (full path): added TTFB p99 ≤ 3 ms", sse?.addedTtfbP99Ms, 3, `+${f3(sse?.addedTtfbP99Ms)} ms${floorFull("sse", 32, (r) => r.addedTtfbP99Ms)}`);
   // One-sided: a gap p99 below direct's is noise, not a fault of the proxy.
   atMost("streaming, 32 streams (full path): inter-event gap p99 within 1 ms of direct", sse?.addedGapP99Ms, 1, `${f2(sse?.gapP99Ms)} ms vs direct ${f2(row("direct", "sse", 32)?.gapP99Ms)} ms`);
   const intact = sse ? sse.intact === sse.requests && sse.eventsMin === sse.eventsMax : undefined;
@@ -61,13 +68,14 @@ export function verdicts(rows: Row[], streams: StreamFigures[], fullName = "toll
   const s = streams.find((x) => x.config === fullName);
   const held = s?.held;
   // Judged after a full GC in Tollgate (what the streams retain); the figure as found, garbage included, is shown too.
+  const floorHeld = streams.find((x) => x.config === "corridor-floor-full")?.held;
   const perStream = held && held.opened === held.streams ? (held.perStreamGcKiB ?? held.perStreamKiB) : undefined;
   const kbOf = (kib: number | undefined) => (kib === undefined ? "n/a" : `${(kib * 1.024).toFixed(1)} KB`);
   atMost(
     `RSS per additional open stream at ${held?.streams ?? 1000} streams (full path, after a full GC) ≤ 24 KB`,
     perStream === undefined ? undefined : perStream * 1.024,
     24,
-    held ? `${kbOf(held.perStreamGcKiB)} after GC, ${kbOf(held.perStreamKiB)} as found (${held.opened}/${held.streams} opened; RSS ${mb(held.rssIdleKiB)} → ${mb(held.rssOpenKiB)})` : "n/a",
+    held ? `${kbOf(held.perStreamGcKiB)} after GC, ${kbOf(held.perStreamKiB)} as found (${held.opened}/${held.streams} opened; RSS ${mb(held.rssIdleKiB)} → ${mb(held.rssOpenKiB)})${floorHeld ? `; full-path floor ${kbOf(floorHeld.perStreamGcKiB ?? floorHeld.perStreamKiB)} after GC` : ""}` : "n/a",
   );
   const idle = held?.rssIdleGcKiB ?? held?.rssIdleKiB;
   atMost(

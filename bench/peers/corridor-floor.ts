@@ -16,7 +16,16 @@
  * request-header checks, path normalization, rate-limit headers, every error path but one, deprecation headers,
  * graceful shutdown, reload.
  *
+ * With `--jwks` and `--redis` it is the floor of the full path instead (the bench's `corridor-floor-full`): the
+ * bearer token is a JWT, verified with jose against the issuer's JWKS the first time it is seen and then taken from
+ * a map until it expires; between the body and the upstream, one atomic admission in Redis — Tollgate's own
+ * ADMIT_ALL script, so Redis does the same work — takes the user's requests-per-minute and tokens-per-minute
+ * windows and reserves the team's monthly budget (the estimate: body bytes / 4 prompt tokens plus max_tokens, or
+ * 1,024, priced); after the response, one SETTLE_ALL replaces the estimate with the usage. One script call per
+ * admission and per settlement through ioredis with auto-pipelining (Tollgate gathers a loop turn's into one).
+ *
  *   node bench/peers/corridor-floor.ts --target http://127.0.0.1:PORT --hold-target http://127.0.0.1:PORT2 --key-hash sha256:HEX
+ *   node bench/peers/corridor-floor.ts --target … --hold-target … --jwks URL --issuer ISS --audience AUD --redis URL --key-prefix P
  *   (audit lines on stdout; requests under /chat/completions go to --hold-target, as in the bench's Tollgate policy)
  */
 import { createServer, type IncomingMessage, type ServerResponse, type OutgoingHttpHeaders } from "node:http";
@@ -25,7 +34,9 @@ import { once } from "node:events";
 import { Pool } from "undici";
 import { pino } from "pino";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
-import { announce, arg } from "./announce.ts";
+import { createRemoteJWKSet, jwtVerify } from "jose";
+import { Redis } from "ioredis";
+import { announce, arg, distUrl } from "./announce.ts";
 
 const DROP = new Set(["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "expect", "host", "authorization", "x-api-key", "api-key", "cookie", "content-length"]);
 const RESPONSE_DROP = new Set(["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"]);
@@ -38,7 +49,109 @@ const pool = new Pool(arg("target"), { connections: 128, pipelining: 1, keepAliv
 // The bench's second route, as in Tollgate's bench policy: `/chat/completions` to the stand-in that holds streams open.
 const holdPool = new Pool(arg("hold-target"), { connections: 2048, pipelining: 1, keepAliveTimeout: 30_000 });
 const HOLD_PATH = "/chat/completions";
-const keys = new Map([[arg("key-hash"), { id: "key-bench", user: "bench-user", team: "bench-team" }]]);
+const keys = new Map([[arg("key-hash", ""), { id: "key-bench", user: "bench-user", team: "bench-team" }]]);
+
+interface Principal {
+  id: string;
+  user: string;
+  team: string;
+}
+
+/** Full-path mode: JWTs instead of API keys, Redis admission and settlement. */
+const JWKS_URI = arg("jwks", "");
+const FULL = JWKS_URI !== "";
+const AUTH_METHOD = FULL ? "jwt" : "api_key";
+const AUTHENTICATOR = FULL ? "idp" : "keys";
+const jwks = FULL ? createRemoteJWKSet(new URL(JWKS_URI)) : undefined;
+const verifyOptions = FULL ? { issuer: arg("issuer"), audience: arg("audience"), algorithms: ["RS256"] } : undefined;
+/** Verified tokens → their principal and expiry (ms); bounded, as Tollgate's token cache is. */
+const verified = new Map<string, { principal: Principal | undefined; expiresAt: number }>();
+
+/** The principal of a JWT: from the map when seen before and unexpired (no promise), else verified by jose. */
+function jwtPrincipal(token: string): Principal | undefined | Promise<Principal | undefined> {
+  const hit = verified.get(token);
+  if (hit && hit.expiresAt > Date.now()) return hit.principal;
+  return jwtVerify(token, jwks!, verifyOptions).then(
+    ({ payload }) => {
+      const groups = Array.isArray(payload.groups) ? payload.groups : [];
+      const principal = groups.includes("llm-users") && typeof payload.sub === "string" ? { id: payload.sub, user: payload.sub, team: String(payload.team ?? "") } : undefined;
+      if (verified.size >= 10_000) verified.clear();
+      verified.set(token, { principal, expiresAt: (payload.exp ?? 0) * 1000 });
+      return principal;
+    },
+    () => undefined,
+  );
+}
+
+function authenticate(auth: string | undefined): Principal | undefined | Promise<Principal | undefined> {
+  if (!auth?.startsWith("Bearer ")) return undefined;
+  if (FULL) return jwtPrincipal(auth.slice(7));
+  return keys.get("sha256:" + createHash("sha256").update(auth.slice(7), "utf8").digest("hex"));
+}
+
+const { ADMIT_ALL, SETTLE_ALL } = (await import(distUrl("limits/store/scripts.js"))) as typeof import("../../src/limits/store/scripts.ts");
+type Scripted = Redis & {
+  floorAdmit(n: number, ...keysAndArgs: (string | number)[]): Promise<(string | number)[]>;
+  floorSettle(n: number, ...keysAndArgs: (string | number)[]): Promise<(string | number)[]>;
+};
+const redis = FULL ? (new Redis(arg("redis"), { keyPrefix: arg("key-prefix"), enableAutoPipelining: true, commandTimeout: 500, maxRetriesPerRequest: 1 }) as Scripted) : undefined;
+redis?.defineCommand("floorAdmit", { lua: ADMIT_ALL });
+redis?.defineCommand("floorSettle", { lua: SETTLE_ALL });
+redis?.on("error", () => {});
+const MINUTE = 60_000;
+const RESERVATION_TTL = 15 * MINUTE;
+/** Limit instances are named by a digest of who and what (hash-tagged, fixed length, nothing a client sends is spliced in). */
+const digests = new Map<string, string>();
+function digest(value: string): string {
+  let d = digests.get(value);
+  if (d === undefined) {
+    d = createHash("sha256").update(value).digest("base64url").slice(0, 22);
+    if (digests.size >= 10_000) digests.clear();
+    digests.set(value, d);
+  }
+  return d;
+}
+
+interface Admission {
+  tokensKey: string;
+  estimateTokens: number;
+  budgetKeys: [string, string, string];
+  reservation: string;
+  expireAt: number;
+}
+
+/** Takes the request's windows and reserves its budget, all or nothing; undefined when refused (or Redis failed). */
+async function admit(principal: Principal, model: string, json: { max_tokens?: unknown }, bodyBytes: number, requestId: string): Promise<Admission | undefined> {
+  const now = Date.now();
+  const start = now - (now % MINUTE);
+  const who = digest(`${principal.user}\u0000${model}`);
+  const prompt = Math.ceil(bodyBytes / 4);
+  const estimateTokens = prompt + (typeof json.max_tokens === "number" ? json.max_tokens : 1024);
+  const price = PRICES.get(model) ?? { input: 0, output: 0 };
+  const amount = Math.ceil(prompt * price.input + (estimateTokens - prompt) * price.output); // micro-dollars
+  const month = new Date(now);
+  const period = `${month.getUTCFullYear()}-${String(month.getUTCMonth() + 1).padStart(2, "0")}`;
+  const expireAt = Date.UTC(month.getUTCFullYear(), month.getUTCMonth() + 2, 1);
+  const team = `{team-monthly:${digest(principal.team)}:${period}}`;
+  const budgetKeys: [string, string, string] = [`${team}:budget`, `${team}:reservations`, `${team}:amounts`];
+  const rpm = `{user-rpm:${who}}`;
+  const tokensKey = `{user-tpm:${who}}:${start}`;
+  const reply = await redis!.floorAdmit(
+    7, `${rpm}:${start}`, `${rpm}:${start - MINUTE}`, tokensKey, `{user-tpm:${who}}:${start - MINUTE}`, ...budgetKeys,
+    now, 3, "w", MINUTE, 1e9, 1, start, "w", MINUTE, 1e12, estimateTokens, start, "b", 1e12, amount, requestId, now + RESERVATION_TTL, expireAt,
+  );
+  if (reply[0] !== 0) return undefined;
+  return { tokensKey, estimateTokens, budgetKeys, reservation: requestId, expireAt };
+}
+
+/** Replaces the estimate with what was used (fire and forget: the response has gone). */
+function settle(a: Admission, model: string, usage: Usage | undefined): void {
+  const input = usage?.prompt_tokens ?? 0;
+  const output = usage?.completion_tokens ?? 0;
+  const price = PRICES.get(model) ?? { input: 0, output: 0 };
+  const actual = Math.ceil(input * price.input + output * price.output);
+  redis!.floorSettle(4, a.tokensKey, ...a.budgetKeys, Date.now(), 2, "a", input + output - a.estimateTokens, 2 * MINUTE, "s", a.reservation, actual, a.expireAt).catch(() => undefined);
+}
 
 const registry = new Registry();
 const requests = new Counter({ name: "floor_requests_total", help: "requests", labelNames: ["route", "status", "auth_method", "decision"] as const, registers: [registry] });
@@ -78,12 +191,23 @@ function handle(req: IncomingMessage, res: ServerResponse): void {
   const started = performance.now();
   const requestId = randomUUID();
   inflight.inc();
-  const auth = req.headers.authorization;
-  const principal = auth?.startsWith("Bearer ") ? keys.get("sha256:" + createHash("sha256").update(auth.slice(7), "utf8").digest("hex")) : undefined;
+  const found = authenticate(req.headers.authorization);
+  if (found instanceof Promise) {
+    // A first-seen JWT: the body waits in the socket until the token is verified.
+    req.pause();
+    found.then((principal) => {
+      serve(req, res, started, requestId, principal);
+      req.resume();
+    });
+  } else serve(req, res, started, requestId, found);
+}
+
+function serve(req: IncomingMessage, res: ServerResponse, started: number, requestId: string, principal: Principal | undefined): void {
+  let admission: Admission | undefined;
   const finish = (status: number, decision: string, model: string | undefined, usage: Usage | undefined, outcome: string, upstreamMs: number | undefined) => {
     inflight.dec();
     const seconds = (performance.now() - started) / 1000;
-    requests.inc({ route: "chat", status: String(status), auth_method: "api_key", decision });
+    requests.inc({ route: "chat", status: String(status), auth_method: AUTH_METHOD, decision });
     duration.observe({ route: "chat" }, seconds);
     let costUsd: number | undefined;
     if (usage && model) {
@@ -99,15 +223,16 @@ function handle(req: IncomingMessage, res: ServerResponse): void {
     }
     const record = {
       requestId, method: req.method, path: req.url, route: "chat", upstream: "llm", principal: principal?.id, user: principal?.user, team: principal?.team,
-      authMethod: "api_key", authenticator: "keys", model, decision, reason: decision === "allow" ? (outcome === "complete" ? "allowed" : outcome) : "denied", status, outcome,
+      authMethod: AUTH_METHOD, authenticator: AUTHENTICATOR, model, decision, reason: decision === "allow" ? (outcome === "complete" ? "allowed" : outcome) : "denied", status, outcome,
       durationMs: Math.round(seconds * 1e6) / 1e3, upstreamTtfbMs: upstreamMs === undefined ? undefined : Math.round(upstreamMs * 1e3) / 1e3,
       usage: usage && { input: usage.prompt_tokens ?? 0, output: usage.completion_tokens ?? 0, cachedInput: 0, reasoning: 0, source: "provider" }, costUsd,
       remoteAddress: req.socket.remoteAddress,
     };
     destination.write(JSON.stringify({ level: "info", time: new Date().toISOString(), service: "tollgate", log: "audit", ...record, msg: "request" }) + "\n");
+    if (admission) settle(admission, model!, usage);
   };
   if (!principal) {
-    refuse(res, 401, "invalid_api_key", "a valid API key is required");
+    refuse(res, 401, "invalid_api_key", FULL ? "a valid token is required" : "a valid API key is required");
     finish(401, "deny", undefined, undefined, "refused", undefined);
     return;
   }
@@ -115,15 +240,40 @@ function handle(req: IncomingMessage, res: ServerResponse): void {
   req.on("data", (chunk: Buffer) => chunks.push(chunk));
   req.on("end", () => {
     const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
-    let model: string | undefined;
+    let json: { model?: unknown; max_tokens?: unknown } = {};
     try {
-      model = (JSON.parse(body.toString("utf8")) as { model?: unknown }).model as string | undefined;
+      json = (JSON.parse(body.toString("utf8")) as typeof json | null) ?? {};
     } catch {
-      model = undefined;
+      json = {};
     }
+    const model = json.model;
     if (typeof model !== "string" || !MODELS.has(model)) {
       refuse(res, 403, "model_not_allowed", "this model is not allowed");
       finish(403, "deny", undefined, undefined, "refused", undefined);
+      return;
+    }
+    if (!redis) return forward(body, model);
+    admit(principal, model, json, body.length, requestId).then(
+      (admitted) => {
+        if (admitted) {
+          admission = admitted;
+          forward(body, model);
+        } else {
+          refuse(res, 429, "rate_limit_exceeded", "a limit of this caller is reached");
+          finish(429, "deny", model, undefined, "refused", undefined);
+        }
+      },
+      () => {
+        refuse(res, 503, "limits_unavailable", "the limits store is unavailable");
+        finish(503, "deny", model, undefined, "refused", undefined);
+      },
+    );
+  });
+
+  const forward = (body: Buffer, model: string): void => {
+    if (res.destroyed) {
+      // The client left while the admission was in Redis.
+      finish(499, "allow", model, undefined, "client_aborted", undefined);
       return;
     }
     const headers: Record<string, string | string[]> = {};
@@ -191,7 +341,7 @@ function handle(req: IncomingMessage, res: ServerResponse): void {
         },
       },
     );
-  });
+  };
 }
 
 // As peers/tollgate.mjs: started with --expose-gc (the bench's held-streams instance), it answers an IPC `{ gc: id }`
