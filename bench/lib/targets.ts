@@ -249,7 +249,7 @@ function allConfigurations(redisProblem: string | undefined): Configuration[] {
     ),
     corridorFloor(
       "corridor-floor-full",
-      "the full path's required work: the corridor floor with a JWT (verified once, then from a map) instead of the key, and one Redis admission and settlement per request with Tollgate's scripts: an upper bound for any Node implementation of it",
+      "the full path's required work: the corridor floor with a JWT (verified once, then from a map) instead of the key, and a Redis admission and settlement per request through Tollgate's own store (its scripts, calls gathered per loop turn), without the limits engine: an upper bound for a Node implementation of it with that store",
       "jwt",
       (ctx) => ["--jwks", ctx.issuer.jwksUri, "--issuer", ctx.issuer.issuer, "--audience", AUDIENCE, "--redis", ctx.redis!.url, "--key-prefix", `${ctx.redis!.keyPrefix}floor:`],
       { problem: redisProblem },

@@ -68,7 +68,8 @@ export function verdicts(rows: Row[], streams: StreamFigures[], fullName = "toll
   const s = streams.find((x) => x.config === fullName);
   const held = s?.held;
   // Judged after a full GC in Tollgate (what the streams retain); the figure as found, garbage included, is shown too.
-  const floorHeld = streams.find((x) => x.config === "corridor-floor-full")?.held;
+  const floorStreams = streams.find((x) => x.config === "corridor-floor-full")?.held;
+  const floorHeld = floorStreams && floorStreams.opened === floorStreams.streams ? floorStreams : undefined;
   const perStream = held && held.opened === held.streams ? (held.perStreamGcKiB ?? held.perStreamKiB) : undefined;
   const kbOf = (kib: number | undefined) => (kib === undefined ? "n/a" : `${(kib * 1.024).toFixed(1)} KB`);
   atMost(
