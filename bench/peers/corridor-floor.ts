@@ -23,8 +23,10 @@
  * bytes / 4 prompt tokens plus max_tokens, or 1,024, priced); after the response, one settlement replaces the
  * estimate with the usage. The Redis step is Tollgate's own store (dist/limits/store/redis.js: its scripts, and the
  * admissions and settlements of one event-loop turn gathered into one script call), the cheapest client path
- * measured here: ioredis with one command per admission cost ~40 % more CPU per request. So the floor differs from
- * Tollgate only in what it leaves out: the limits engine's rules and plans, rate-limit headers, failure modes.
+ * measured here: Tollgate with that gathering cut to nearly one call per request spent ~40 % more CPU per request
+ * (interleaved A/B, 2026-12-07), and this floor's first version, one ioredis command per admission and per
+ * settlement, was no faster than Tollgate. So the floor differs from Tollgate only in what it leaves out: the
+ * limits engine's rules and plans, rate-limit headers, failure modes.
  *
  *   node bench/peers/corridor-floor.ts --target http://127.0.0.1:PORT --hold-target http://127.0.0.1:PORT2 --key-hash sha256:HEX
  *   node bench/peers/corridor-floor.ts --target … --hold-target … --jwks URL --issuer ISS --audience AUD --redis URL --key-prefix P
