@@ -21,7 +21,7 @@ import { fileURLToPath } from "node:url";
 import { runLoad, runOpenLoop, OPEN_LOOP_WARM, type LoadResult, type Spacing } from "./lib/load.ts";
 import { measure, type Pids } from "./lib/measure.ts";
 import { spawnPinned, readyMessage, stopAll, killAllNow, pinSelf, waitForQuiet, rssKiB, HAS_TASKSET, type Child } from "./lib/procs.ts";
-import { configurations, tokenCache, collectGarbage, TOLLGATE_NODE_FLAGS, type Configuration, type Context, type Running } from "./lib/targets.ts";
+import { configurations, tokenCache, collectGarbage, TOLLGATE_NODE_FLAGS, TOLLGATE_ENV, type Configuration, type Context, type Running } from "./lib/targets.ts";
 import { compare, medianRows, markdownTable, ordered, workloadLabel, NOISY, type Row } from "./lib/report.ts";
 import { summarizeLog, type LogSummary } from "./lib/logs.ts";
 import { startIssuer, TOKEN_CACHE_ENTRIES, type BenchIssuer } from "./lib/issuer.ts";
@@ -54,6 +54,7 @@ const { values: opts } = parseArgs({
     "no-write": { type: "boolean", default: false },
     "cpu-prof": { type: "boolean", default: false },
     "tollgate-node-flags": { type: "string" },
+    "tollgate-env": { type: "string" },
     "sse-stagger": { type: "boolean", default: false },
     "trace-open": { type: "string" },
     ab: { type: "string" },
@@ -62,7 +63,7 @@ const { values: opts } = parseArgs({
 });
 if (opts.help) {
   process.stdout.write(
-    "node bench/run.ts [--quick] [--duration S] [--warmup S] [--rounds N] [--connections 1,32] [--rate 2000] [--streams 1000] [--aborts 20] [--only a,b] [--no-pin] [--no-write] [--cpu-prof] [--tollgate-node-flags='FLAGS'] [--sse-stagger] [--trace-open DIR] [--ab OTHER_CHECKOUT]\n",
+    "node bench/run.ts [--quick] [--duration S] [--warmup S] [--rounds N] [--connections 1,32] [--rate 2000] [--streams 1000] [--aborts 20] [--only a,b] [--no-pin] [--no-write] [--cpu-prof] [--tollgate-node-flags='FLAGS'] [--tollgate-env='NAME=VALUE ...'] [--sse-stagger] [--trace-open DIR] [--ab OTHER_CHECKOUT]\n",
   );
   process.exit(0);
 }
@@ -75,6 +76,18 @@ const streamCount = Number(opts.streams ?? (quick ? 200 : 1000));
 const abortTries = Number(opts.aborts ?? (quick ? 5 : 20));
 /** Node flags for Tollgate's processes: the shipped ones by default; "" for V8's defaults. */
 const tollgateNodeFlags = opts["tollgate-node-flags"] === undefined ? TOLLGATE_NODE_FLAGS : opts["tollgate-node-flags"].split(/\s+/).filter(Boolean);
+/** Environment for Tollgate's processes (and the floors'): the shipped one by default; "" for none beyond the bench's own. */
+const tollgateEnv = opts["tollgate-env"] === undefined ? TOLLGATE_ENV : parseEnv(opts["tollgate-env"]);
+
+function parseEnv(text: string): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const pair of text.split(/\s+/).filter(Boolean)) {
+    const m = /^([A-Za-z_][A-Za-z0-9_]*)=(.*)$/.exec(pair);
+    if (!m) throw new Error(`bad --tollgate-env entry ${JSON.stringify(pair)}: NAME=VALUE expected`);
+    env[m[1]!] = m[2]!;
+  }
+  return env;
+}
 const connectionCounts = opts.connections.split(",").map(Number).filter((n) => n > 0);
 const traceDir = opts["trace-open"];
 if (traceDir !== undefined) mkdirSync(traceDir, { recursive: true });
@@ -181,10 +194,10 @@ async function main(): Promise<void> {
     const channel = new StandInChannel(upstream.process);
     const key = keys.generateApiKey();
     const credentials = new Credentials(key, issuer);
-    log(`Tollgate runs with Node flags: ${tollgateNodeFlags.join(" ") || "(none: V8's defaults)"}`);
+    log(`Tollgate runs with Node flags: ${tollgateNodeFlags.join(" ") || "(none: V8's defaults)"}; environment: ${Object.entries(tollgateEnv).map(([k, v]) => `${k}=${v}`).join(" ") || "(the bench's own)"}`);
     const profileDir = opts["cpu-prof"] ? join(RESULTS, "profiles", started.toISOString().replace(/:/g, "-")) : undefined;
     if (profileDir) log(`CPU profiles of the Node proxies (profiling slows them: figures not comparable): ${relative(ROOT, profileDir)}`);
-    const ctx: Context = { upstreamUrl: ready.url, upstreamPort: ready.port, holdUrl: ready.holdUrl, keyHash: keys.hashApiKey(key), issuer, redis: typeof redis === "object" ? redis : undefined, tmp, proxyCpu, profileDir, tollgateNodeFlags };
+    const ctx: Context = { upstreamUrl: ready.url, upstreamPort: ready.port, holdUrl: ready.holdUrl, keyHash: keys.hashApiKey(key), issuer, redis: typeof redis === "object" ? redis : undefined, tmp, proxyCpu, profileDir, tollgateNodeFlags, tollgateEnv };
     const refs = await references(ready.url, credentials.headers("key"), SPACING);
     referenceBytes.json = refs.json.length;
     referenceBytes.sse = refs.sse.length;
@@ -347,6 +360,7 @@ async function main(): Promise<void> {
   const report = {
     date: started.toISOString(),
     tollgateNodeFlags,
+    tollgateEnv,
     tollgate: gitDescribe(ROOT),
     node: process.version,
     cpus: cpus().length,

@@ -161,6 +161,14 @@ export interface HeldFigures {
   heapIdleB?: number | undefined;
   heapOpenB?: number | undefined;
   heapPerStreamB?: number | undefined;
+  /**
+   * The V8 heap V8 keeps committed after that collection (its pages, used or free), idle and with the streams open,
+   * per stream (bytes). RSS per stream minus this is what lies outside V8's heap: sockets, parsers and buffers in
+   * native memory, and the allocator's own growth.
+   */
+  heapCommittedIdleB?: number | undefined;
+  heapCommittedOpenB?: number | undefined;
+  heapCommittedPerStreamB?: number | undefined;
   /** Streams the upstream stand-in had open while the clients held theirs (should equal `opened`). */
   upstreamOpen: number | undefined;
   /** Milliseconds from dropping every client to the stand-in having none open (undefined: not within the wait). */
@@ -176,16 +184,16 @@ export async function heldStreams(
   proxyPid: number,
   channel: StandInChannel,
   count: number,
-  collectGarbage?: () => Promise<{ heapUsed: number } | undefined>,
+  collectGarbage?: () => Promise<{ heapUsed: number; heapTotal: number } | undefined>,
   settleMs = 1000,
 ): Promise<HeldFigures> {
   await sleep(settleMs);
   const rssIdleKiB = rssKiB(proxyPid);
   const afterGc = async () => {
     const memory = collectGarbage ? await collectGarbage() : undefined;
-    if (!memory) return { rss: undefined, heap: undefined };
+    if (!memory) return { rss: undefined, heap: undefined, committed: undefined };
     await sleep(200);
-    return { rss: rssKiB(proxyPid), heap: memory.heapUsed };
+    return { rss: rssKiB(proxyPid), heap: memory.heapUsed, committed: memory.heapTotal };
   };
   const idleGc = await afterGc();
   const sockets: Socket[] = [];
@@ -226,6 +234,9 @@ export async function heldStreams(
       heapIdleB: idleGc.heap,
       heapOpenB: openGc.heap,
       heapPerStreamB: idleGc.heap !== undefined && openGc.heap !== undefined && sockets.length > 0 ? (openGc.heap - idleGc.heap) / sockets.length : undefined,
+      heapCommittedIdleB: idleGc.committed,
+      heapCommittedOpenB: openGc.committed,
+      heapCommittedPerStreamB: idleGc.committed !== undefined && openGc.committed !== undefined && sockets.length > 0 ? (openGc.committed - idleGc.committed) / sockets.length : undefined,
       upstreamOpen,
       allClosedMs,
     };
@@ -248,7 +259,7 @@ export function streamLines(figures: StreamFigures[], direct: AbortFigures | und
       lines.push(
         `${f.config}: RSS ${mb(f.rssAtStartKiB)} at start, ${mb(h.rssIdleKiB)} idle after a short warm-up (${mb(h.rssIdleGcKiB)} after a full GC), ` +
           `${mb(h.rssOpenKiB)} with ${h.opened}/${h.streams} streams open (${mb(h.rssOpenGcKiB)} after a full GC): ${kb(h.perStreamKiB)} per stream as found, ${kb(h.perStreamGcKiB)} after GC ` +
-          `(the upstream had ${h.upstreamOpen ?? "n/a"} open; live JS heap ${h.heapPerStreamB === undefined ? "n/a" : `${(h.heapPerStreamB / 1000).toFixed(1)} KB`} per stream); ${mb(h.rssAfterKiB)} after they closed; ` +
+          `(the upstream had ${h.upstreamOpen ?? "n/a"} open; live JS heap ${h.heapPerStreamB === undefined ? "n/a" : `${(h.heapPerStreamB / 1000).toFixed(1)} KB`} per stream, V8 heap committed ${h.heapCommittedPerStreamB === undefined ? "n/a" : `${(h.heapCommittedPerStreamB / 1000).toFixed(1)} KB`}); ${mb(h.rssAfterKiB)} after they closed; ` +
           `${h.allClosedMs === undefined ? "the upstream still had streams open 10 s after the clients left" : `the upstream saw all of them closed ${h.allClosedMs.toFixed(0)} ms after the clients left`}; ` +
           `the round instance held ${mb(f.rssAfterRoundsKiB)} idle after the load rounds`,
       );

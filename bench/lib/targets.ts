@@ -26,6 +26,8 @@ export interface Context {
   profileDir: string | undefined;
   /** Node flags Tollgate runs with: the shipped ones (TOLLGATE_NODE_FLAGS) unless --tollgate-node-flags says otherwise. */
   tollgateNodeFlags: string[];
+  /** Environment variables Tollgate runs with, over the bench's own: the shipped ones (TOLLGATE_ENV) unless --tollgate-env says otherwise. */
+  tollgateEnv: Readonly<Record<string, string>>;
 }
 
 /**
@@ -35,6 +37,16 @@ export interface Context {
  * from ~260 to ~170 MB and each held-open stream from ~33 to ~24 KB, for a few percent of CPU (bench/README.md).
  */
 export const TOLLGATE_NODE_FLAGS = ["--max-semi-space-size=2"];
+
+/**
+ * The environment Tollgate ships with (deploy/Dockerfile's ENV and `npm start`; test/deploy checks that the three
+ * agree). MALLOC_ARENA_MAX=2: glibc gives each thread that allocates (the main thread, V8's GC and compiler workers,
+ * libuv's pool) an arena of its own, up to 8 per core; the native memory of sockets and parsers then spreads over
+ * arenas whose free space no other thread reuses. Two arenas took the RSS per held-open stream on the full path
+ * from a median of 32.2 to 26.2 KB (five runs each), with CPU per request within the run-to-run noise (three pairs
+ * of runs; bench/README.md, row 14).
+ */
+export const TOLLGATE_ENV: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: "2" };
 
 export interface Running {
   origin: string;
@@ -69,9 +81,12 @@ export interface Configuration {
   fromBuild?(dist: string): Configuration;
 }
 
-async function startNodePeer(name: string, script: string, args: string[], ctx: Context, stdout?: number, nodeFlags: string[] = []): Promise<Running> {
+/** `tollgateRuntime`: Tollgate's Node flags and environment (Tollgate and the corridor floors; other peers run plain). */
+async function startNodePeer(name: string, script: string, args: string[], ctx: Context, stdout?: number, tollgateRuntime?: { extraFlags: string[] }): Promise<Running> {
   const profile = ctx.profileDir ? ["--cpu-prof", "--cpu-prof-dir", ctx.profileDir, "--cpu-prof-name", `${name}.cpuprofile`] : [];
-  const child = spawnPinned(name, process.execPath, [...profile, ...nodeFlags, join(PEERS, script), ...args], { cpu: ctx.proxyCpu, ipc: true, ...(stdout !== undefined ? { stdout } : {}) });
+  const nodeFlags = tollgateRuntime ? [...ctx.tollgateNodeFlags, ...tollgateRuntime.extraFlags] : [];
+  const env = tollgateRuntime ? { ...process.env, ...ctx.tollgateEnv } : undefined;
+  const child = spawnPinned(name, process.execPath, [...profile, ...nodeFlags, join(PEERS, script), ...args], { cpu: ctx.proxyCpu, ipc: true, ...(stdout !== undefined ? { stdout } : {}), ...(env ? { env } : {}) });
   try {
     const { port, adminPort } = await readyMessage<{ port: number; adminPort?: number }>(child);
     return { origin: `http://127.0.0.1:${port}`, pid: child.pid, child, ...(adminPort ? { adminOrigin: `http://127.0.0.1:${adminPort}` } : {}), stop: () => stop(child) };
@@ -120,7 +135,7 @@ function tollgate(v: TollgateVariant, redisProblem: string | undefined, dist?: s
       const fd = openSync(logFile, "w");
       try {
         // The held-streams instance may be asked over IPC to collect garbage (RSS of what the streams retain).
-        const running = await startNodePeer(name, "tollgate.mjs", ["--policy", policy, ...(dist ? ["--dist", dist] : [])], ctx, fd, [...ctx.tollgateNodeFlags, ...(instance === "streams" ? ["--expose-gc"] : [])]);
+        const running = await startNodePeer(name, "tollgate.mjs", ["--policy", policy, ...(dist ? ["--dist", dist] : [])], ctx, fd, { extraFlags: instance === "streams" ? ["--expose-gc"] : [] });
         return { ...running, logFile };
       } finally {
         closeSync(fd); // the child holds its own copy
@@ -131,7 +146,7 @@ function tollgate(v: TollgateVariant, redisProblem: string | undefined, dist?: s
 
 /**
  * The corridor floors (peers/corridor-floor.ts): a path's required work in one plain handler, with Tollgate's Node
- * flags so the memory figures compare; the held-streams instance may be asked to collect garbage. `redis`: given when
+ * flags and environment so the memory figures compare; the held-streams instance may be asked to collect garbage. `redis`: given when
  * the floor uses Redis, with why Redis cannot be used here (undefined when it can).
  */
 function corridorFloor(name: string, description: string, credential: CredentialKind, args: (ctx: Context) => string[], redis?: { problem: string | undefined }): Configuration {
@@ -147,7 +162,7 @@ function corridorFloor(name: string, description: string, credential: Credential
       const fd = openSync(logFile, "w");
       try {
         const base = ["--target", ctx.upstreamUrl, "--hold-target", ctx.holdUrl, ...args(ctx)];
-        const running = await startNodePeer(full, "corridor-floor.ts", base, ctx, fd, [...ctx.tollgateNodeFlags, ...(instance === "streams" ? ["--expose-gc"] : [])]);
+        const running = await startNodePeer(full, "corridor-floor.ts", base, ctx, fd, { extraFlags: instance === "streams" ? ["--expose-gc"] : [] });
         return { ...running, logFile };
       } finally {
         closeSync(fd); // the child holds its own copy
@@ -294,22 +309,29 @@ export async function tokenCache(adminOrigin: string | undefined): Promise<{ hit
   }
 }
 
+/** A peer's V8 heap right after a full collection (bytes): in use, committed (pages V8 holds), and external. */
+export interface GcFigures {
+  heapUsed: number;
+  heapTotal: number;
+  external: number;
+}
+
 /** Asks a Tollgate peer started with --expose-gc for a full garbage collection (bounded: 5 s). */
-export function collectGarbage(running: Running): () => Promise<{ heapUsed: number; external: number } | undefined> {
+export function collectGarbage(running: Running): () => Promise<GcFigures | undefined> {
   let seq = 0;
   return () => {
     const proc = running.child?.process;
     if (!proc?.connected) return Promise.resolve(undefined);
     const id = ++seq;
     return new Promise((resolve) => {
-      const done = (memory: { heapUsed: number; external: number } | undefined) => {
+      const done = (memory: GcFigures | undefined) => {
         clearTimeout(timer);
         proc.off("message", onMessage);
         resolve(memory);
       };
       const onMessage = (m: unknown) => {
-        const msg = m as { gc?: unknown; heapUsed?: unknown; external?: unknown } | null;
-        if (msg && typeof msg === "object" && msg.gc === id) done({ heapUsed: Number(msg.heapUsed), external: Number(msg.external) });
+        const msg = m as { gc?: unknown; heapUsed?: unknown; heapTotal?: unknown; external?: unknown } | null;
+        if (msg && typeof msg === "object" && msg.gc === id) done({ heapUsed: Number(msg.heapUsed), heapTotal: Number(msg.heapTotal), external: Number(msg.external) });
       };
       const timer = setTimeout(() => done(undefined), 5000);
       proc.on("message", onMessage);

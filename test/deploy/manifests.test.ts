@@ -11,7 +11,7 @@ import { spawnSync } from "node:child_process";
 import { parseAllDocuments, parse } from "yaml";
 import { parsePolicy, ConfigError } from "../../src/config/load.ts";
 import type { Policy } from "../../src/config/schema.ts";
-import { TOLLGATE_NODE_FLAGS } from "../../bench/lib/targets.ts";
+import { TOLLGATE_NODE_FLAGS, TOLLGATE_ENV } from "../../bench/lib/targets.ts";
 
 // Parsed YAML is untyped by nature; the assertions below are what give it shape.
 type Y = any;
@@ -368,14 +368,19 @@ t.test("the Dockerfile's entrypoint, command and ports match the manifests", asy
   t.equal(instr(runtime, "WORKDIR").at(-1)?.args, "/app");
 });
 
-t.test("the image, `npm start` and the bench run Node with the same flags", async (t) => {
+t.test("the image, `npm start` and the bench run Node with the same flags and environment", async (t) => {
   const env = instr(runtime, "ENV").map((i) => i.args).join(" ");
   const nodeOptions = /NODE_OPTIONS=(?:"([^"]*)"|(\S+))/.exec(env);
   t.ok(nodeOptions, "the runtime stage sets NODE_OPTIONS");
   const imageFlags = (nodeOptions?.[1] ?? nodeOptions?.[2] ?? "").split(/\s+/).filter(Boolean);
   t.same(imageFlags, TOLLGATE_NODE_FLAGS, "the image's NODE_OPTIONS are the flags the bench measures");
   const start = (JSON.parse(read(join(ROOT, "package.json"))) as { scripts: Record<string, string> }).scripts.start!;
-  t.match(start, `node ${TOLLGATE_NODE_FLAGS.join(" ")} dist/main.js serve`, "npm start runs Node with them");
+  const assignments = Object.entries(TOLLGATE_ENV).map(([name, value]) => `${name}=${value}`);
+  t.ok(assignments.length > 0, "the bench names the environment Tollgate ships with");
+  for (const assignment of assignments) {
+    t.ok(env.split(/\s+/).includes(assignment), `the runtime stage sets ${assignment}`);
+  }
+  t.match(start, `${assignments.join(" ")} node ${TOLLGATE_NODE_FLAGS.join(" ")} dist/main.js serve`, "npm start runs Node with them");
 });
 
 t.test("the runtime image gets production dependencies only, plus dist/, policies/ and package.json", async (t) => {
