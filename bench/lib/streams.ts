@@ -162,9 +162,10 @@ export interface HeldFigures {
   heapOpenB?: number | undefined;
   heapPerStreamB?: number | undefined;
   /**
-   * The V8 heap V8 keeps committed after that collection (its pages, used or free), idle and with the streams open,
-   * per stream (bytes). RSS per stream minus this is what lies outside V8's heap: sockets, parsers and buffers in
-   * native memory, and the allocator's own growth.
+   * The heap V8 keeps committed after that collection (its pages, used or free), idle and with the streams open,
+   * per stream (bytes). RSS per stream minus this is roughly what lies outside V8's heap (sockets, parsers and
+   * buffers in native memory, the allocator's own growth); it can come out negative when the streams reuse pages
+   * already resident at the idle reading.
    */
   heapCommittedIdleB?: number | undefined;
   heapCommittedOpenB?: number | undefined;

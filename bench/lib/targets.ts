@@ -43,8 +43,8 @@ export const TOLLGATE_NODE_FLAGS = ["--max-semi-space-size=2"];
  * agree). MALLOC_ARENA_MAX=2: glibc gives each thread that allocates (the main thread, V8's GC and compiler workers,
  * libuv's pool) an arena of its own, up to 8 per core; the native memory of sockets and parsers then spreads over
  * arenas whose free space no other thread reuses. Two arenas took the RSS per held-open stream on the full path
- * from a median of 29.2 to 26.3 KB (eight fresh-process runs each; the API-key path 26.7 → 23.2 KB), with CPU per
- * request within the run-to-run noise (three pairs of runs; bench/README.md, row 14).
+ * from a median of 29.2 to 26.3 KB (7–8 fresh-process runs each; the API-key path 26.7 → 23.2 KB; the spread between
+ * runs stayed as wide), and CPU per request showed no direction in three interleaved pairs (bench/README.md, row 14).
  */
 export const TOLLGATE_ENV: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: "2" };
 
@@ -331,7 +331,11 @@ export function collectGarbage(running: Running): () => Promise<GcFigures | unde
       };
       const onMessage = (m: unknown) => {
         const msg = m as { gc?: unknown; heapUsed?: unknown; heapTotal?: unknown; external?: unknown } | null;
-        if (msg && typeof msg === "object" && msg.gc === id) done({ heapUsed: Number(msg.heapUsed), heapTotal: Number(msg.heapTotal), external: Number(msg.external) });
+        if (msg && typeof msg === "object" && msg.gc === id) {
+          const figures = { heapUsed: Number(msg.heapUsed), heapTotal: Number(msg.heapTotal), external: Number(msg.external) };
+          // A peer that leaves a figure out answers nothing usable rather than NaN figures.
+          done(Object.values(figures).every(Number.isFinite) ? figures : undefined);
+        }
       };
       const timer = setTimeout(() => done(undefined), 5000);
       proc.on("message", onMessage);
