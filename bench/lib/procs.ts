@@ -4,7 +4,9 @@
  * CPU time is read from /proc so it covers every thread (and every worker process, for nginx).
  */
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
-import { existsSync, readFileSync, readdirSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { connect, createServer } from "node:net";
 import { once } from "node:events";
 
@@ -277,4 +279,86 @@ export function busyFractions(before: CpuTimes | undefined, after: CpuTimes | un
     const dt = after.total[i]! - (before.total[i] ?? 0);
     return dt > 0 ? (b - (before.busy[i] ?? 0)) / dt : 0;
   });
+}
+
+/**
+ * Where a process's resident memory lies, from /proc/<pid>/smaps (KiB). glibc's malloc keeps its main arena in the
+ * `[heap]` mapping and each other arena in a 64 MiB reservation of its own (a read-write part at a 64 MiB-aligned
+ * address, the rest `---p`); everything else anonymous is V8's heap pages and code space, malloc's own large
+ * (mmapped) chunks and thread stacks; file-backed is the binary and libraries.
+ */
+export interface MemoryMap {
+  mallocMainKiB: number;
+  mallocArenasKiB: number;
+  otherAnonKiB: number;
+  fileKiB: number;
+}
+
+const ARENA_BYTES = 64 * 1024 * 1024;
+
+export function memoryMap(pid: number): MemoryMap | undefined {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/smaps`, "utf8");
+  } catch {
+    return undefined;
+  }
+  const maps: { start: bigint; end: bigint; perms: string; name: string; rss: number }[] = [];
+  for (const line of text.split("\n")) {
+    const head = /^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (head) {
+      maps.push({ start: BigInt(`0x${head[1]}`), end: BigInt(`0x${head[2]}`), perms: head[3]!, name: head[4]!, rss: 0 });
+      continue;
+    }
+    const rss = /^Rss:\s+(\d+) kB$/.exec(line);
+    const last = maps.at(-1);
+    if (rss && last) last.rss = Number(rss[1]);
+  }
+  const out: MemoryMap = { mallocMainKiB: 0, mallocArenasKiB: 0, otherAnonKiB: 0, fileKiB: 0 };
+  for (const [i, m] of maps.entries()) {
+    const next = maps[i + 1];
+    if (m.name === "[heap]") out.mallocMainKiB += m.rss;
+    else if (m.name.startsWith("/")) out.fileKiB += m.rss;
+    else if (m.name !== "") out.otherAnonKiB += m.rss; // [stack], [vvar], [vdso] and the like
+    else if (
+      m.start % BigInt(ARENA_BYTES) === 0n &&
+      (m.end - m.start === BigInt(ARENA_BYTES) ||
+        (next !== undefined && next.start === m.end && next.perms.startsWith("---") && next.end - m.start === BigInt(ARENA_BYTES)))
+    )
+      out.mallocArenasKiB += m.rss;
+    else out.otherAnonKiB += m.rss;
+  }
+  return out;
+}
+
+export const HAS_GDB = onPath("gdb");
+
+/**
+ * What glibc's malloc holds in a running process, all arenas (bytes): in use by the program (including its mmapped
+ * chunks) and free but kept (in its bins: memory the program can reuse without the RSS growing). Read by asking the
+ * process itself, through gdb, to write `malloc_info(3)`; the process stops for well under a second. Undefined
+ * without gdb or when the process cannot be traced.
+ */
+export function mallocInfo(pid: number): { inUseB: number; freeB: number } | undefined {
+  if (!HAS_GDB) return undefined;
+  const file = join(tmpdir(), `tollgate-bench-malloc-${pid}-${process.pid}-${Date.now()}.xml`);
+  try {
+    execFileSync(
+      "gdb",
+      ["-p", String(pid), "-batch", "-ex", `call (void*)fopen("${file}","w")`, "-ex", "call (int)malloc_info(0, $1)", "-ex", "call (int)fclose($1)"],
+      { stdio: "ignore", timeout: 20_000 },
+    );
+    const xml = readFileSync(file, "utf8");
+    // The totals over every arena follow the last arena's </heap>.
+    const totals = xml.slice(xml.lastIndexOf("</heap>"));
+    const size = (type: string, withCount: boolean) =>
+      Number(new RegExp(`<(?:total|system) type="${type}"${withCount ? ' count="\\d+"' : ""} size="(\\d+)"`).exec(totals)?.[1] ?? NaN);
+    const freeB = size("fast", true) + size("rest", true);
+    const inUseB = size("current", false) - freeB + size("mmap", true);
+    return Number.isFinite(inUseB) && Number.isFinite(freeB) ? { inUseB, freeB } : undefined;
+  } catch {
+    return undefined;
+  } finally {
+    rmSync(file, { force: true });
+  }
 }

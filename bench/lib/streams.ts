@@ -9,7 +9,7 @@
  */
 import { connect, type Socket } from "node:net";
 import type { ChildProcess } from "node:child_process";
-import { rssKiB } from "./procs.ts";
+import { mallocInfo, memoryMap, rssKiB, type MemoryMap } from "./procs.ts";
 
 const nowMs = () => Number(process.hrtime.bigint()) / 1e6;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -170,6 +170,25 @@ export interface HeldFigures {
   heapCommittedIdleB?: number | undefined;
   heapCommittedOpenB?: number | undefined;
   heapCommittedPerStreamB?: number | undefined;
+  /**
+   * Memory outside V8's heap that V8 is told of (Buffers' backing stores among it), and the Buffers' own, per
+   * stream (bytes, after the same collection): the native memory that JavaScript objects hold.
+   */
+  externalPerStreamB?: number | undefined;
+  arrayBuffersPerStreamB?: number | undefined;
+  /**
+   * Where the RSS grew, per stream (KiB, after the same collection, from /proc/<pid>/smaps; see `memoryMap`):
+   * malloc's main arena, its other arenas, other anonymous memory (V8's pages, large mallocs, stacks), files.
+   */
+  mapPerStreamKiB?: MemoryMap | undefined;
+  /**
+   * Native memory the streams hold, per stream (bytes): the growth of what glibc's malloc has in use, after the
+   * same collection (see `mallocInfo`; needs gdb). With `heapPerStreamB` it is what a stream costs in memory
+   * allocated, whatever the RSS shows: the RSS grows by less when the streams reuse memory malloc and V8 already
+   * held free at the idle reading (`mallocFreeIdleB`), and by more when fragmentation leaves holes.
+   */
+  mallocPerStreamB?: number | undefined;
+  mallocFreeIdleB?: number | undefined;
   /** Streams the upstream stand-in had open while the clients held theirs (should equal `opened`). */
   upstreamOpen: number | undefined;
   /** Milliseconds from dropping every client to the stand-in having none open (undefined: not within the wait). */
@@ -185,17 +204,27 @@ export async function heldStreams(
   proxyPid: number,
   channel: StandInChannel,
   count: number,
-  collectGarbage?: () => Promise<{ heapUsed: number; heapTotal: number } | undefined>,
+  collectGarbage?: () => Promise<{ heapUsed: number; heapTotal: number; external: number; arrayBuffers: number } | undefined>,
   settleMs = 1000,
 ): Promise<HeldFigures> {
   await sleep(settleMs);
   const rssIdleKiB = rssKiB(proxyPid);
   const afterGc = async () => {
     const memory = collectGarbage ? await collectGarbage() : undefined;
-    if (!memory) return { rss: undefined, heap: undefined, committed: undefined };
+    if (!memory) return { rss: undefined, heap: undefined, committed: undefined, external: undefined, arrayBuffers: undefined, map: undefined, malloc: undefined };
     await sleep(200);
-    return { rss: rssKiB(proxyPid), heap: memory.heapUsed, committed: memory.heapTotal };
+    return {
+      rss: rssKiB(proxyPid),
+      heap: memory.heapUsed,
+      committed: memory.heapTotal,
+      external: memory.external,
+      arrayBuffers: memory.arrayBuffers,
+      map: memoryMap(proxyPid),
+      malloc: mallocInfo(proxyPid),
+    };
   };
+  const perStream = (idle: number | undefined, open: number | undefined, n: number) =>
+    idle !== undefined && open !== undefined && n > 0 ? (open - idle) / n : undefined;
   const idleGc = await afterGc();
   const sockets: Socket[] = [];
   const deadline = Date.now() + 60_000;
@@ -228,16 +257,29 @@ export async function heldStreams(
       rssIdleKiB,
       rssOpenKiB,
       rssAfterKiB,
-      perStreamKiB: rssIdleKiB !== undefined && rssOpenKiB !== undefined && sockets.length > 0 ? (rssOpenKiB - rssIdleKiB) / sockets.length : undefined,
+      perStreamKiB: perStream(rssIdleKiB, rssOpenKiB, sockets.length),
       rssIdleGcKiB: idleGc.rss,
       rssOpenGcKiB: openGc.rss,
-      perStreamGcKiB: idleGc.rss !== undefined && openGc.rss !== undefined && sockets.length > 0 ? (openGc.rss - idleGc.rss) / sockets.length : undefined,
+      perStreamGcKiB: perStream(idleGc.rss, openGc.rss, sockets.length),
       heapIdleB: idleGc.heap,
       heapOpenB: openGc.heap,
-      heapPerStreamB: idleGc.heap !== undefined && openGc.heap !== undefined && sockets.length > 0 ? (openGc.heap - idleGc.heap) / sockets.length : undefined,
+      heapPerStreamB: perStream(idleGc.heap, openGc.heap, sockets.length),
       heapCommittedIdleB: idleGc.committed,
       heapCommittedOpenB: openGc.committed,
-      heapCommittedPerStreamB: idleGc.committed !== undefined && openGc.committed !== undefined && sockets.length > 0 ? (openGc.committed - idleGc.committed) / sockets.length : undefined,
+      heapCommittedPerStreamB: perStream(idleGc.committed, openGc.committed, sockets.length),
+      externalPerStreamB: perStream(idleGc.external, openGc.external, sockets.length),
+      arrayBuffersPerStreamB: perStream(idleGc.arrayBuffers, openGc.arrayBuffers, sockets.length),
+      mallocPerStreamB: perStream(idleGc.malloc?.inUseB, openGc.malloc?.inUseB, sockets.length),
+      mallocFreeIdleB: idleGc.malloc?.freeB,
+      mapPerStreamKiB:
+        idleGc.map && openGc.map && sockets.length > 0
+          ? {
+              mallocMainKiB: (openGc.map.mallocMainKiB - idleGc.map.mallocMainKiB) / sockets.length,
+              mallocArenasKiB: (openGc.map.mallocArenasKiB - idleGc.map.mallocArenasKiB) / sockets.length,
+              otherAnonKiB: (openGc.map.otherAnonKiB - idleGc.map.otherAnonKiB) / sockets.length,
+              fileKiB: (openGc.map.fileKiB - idleGc.map.fileKiB) / sockets.length,
+            }
+          : undefined,
       upstreamOpen,
       allClosedMs,
     };
@@ -257,12 +299,23 @@ export function streamLines(figures: StreamFigures[], direct: AbortFigures | und
     const a = f.abort;
     const h = f.held;
     if (h) {
+      const kB = (bytes: number | undefined) => (bytes === undefined ? "n/a" : `${(bytes / 1000).toFixed(1)} KB`);
       lines.push(
         `${f.config}: RSS ${mb(f.rssAtStartKiB)} at start, ${mb(h.rssIdleKiB)} idle after a short warm-up (${mb(h.rssIdleGcKiB)} after a full GC), ` +
           `${mb(h.rssOpenKiB)} with ${h.opened}/${h.streams} streams open (${mb(h.rssOpenGcKiB)} after a full GC): ${kb(h.perStreamKiB)} per stream as found, ${kb(h.perStreamGcKiB)} after GC ` +
-          `(the upstream had ${h.upstreamOpen ?? "n/a"} open; live JS heap ${h.heapPerStreamB === undefined ? "n/a" : `${(h.heapPerStreamB / 1000).toFixed(1)} KB`} per stream, V8 heap committed ${h.heapCommittedPerStreamB === undefined ? "n/a" : `${(h.heapCommittedPerStreamB / 1000).toFixed(1)} KB`}); ${mb(h.rssAfterKiB)} after they closed; ` +
+          `(the upstream had ${h.upstreamOpen ?? "n/a"} open); ${mb(h.rssAfterKiB)} after they closed; ` +
           `${h.allClosedMs === undefined ? "the upstream still had streams open 10 s after the clients left" : `the upstream saw all of them closed ${h.allClosedMs.toFixed(0)} ms after the clients left`}; ` +
           `the round instance held ${mb(f.rssAfterRoundsKiB)} idle after the load rounds`,
+      );
+      const map = h.mapPerStreamKiB;
+      lines.push(
+        `${f.config}: per stream, after GC: live JS heap ${kB(h.heapPerStreamB)} (V8 heap committed ${kB(h.heapCommittedPerStreamB)}), ` +
+          `malloc in use ${kB(h.mallocPerStreamB)} (external to V8 ${kB(h.externalPerStreamB)}), ` +
+          `allocated ${h.heapPerStreamB === undefined || h.mallocPerStreamB === undefined ? "n/a" : kB(h.heapPerStreamB + h.mallocPerStreamB)} (heap + malloc), ` +
+          `malloc held ${mb(h.mallocFreeIdleB === undefined ? undefined : h.mallocFreeIdleB / 1024)} free at the idle reading; ` +
+          (map
+            ? `RSS grew ${kb(map.mallocMainKiB)} in malloc's main arena, ${kb(map.mallocArenasKiB)} in its other arenas, ${kb(map.otherAnonKiB)} in other anonymous memory (V8's pages), ${kb(map.fileKiB)} file-backed`
+            : "no memory map"),
       );
     }
     if (a) lines.push(`${f.config}: client disconnect → upstream request aborted after p50 ${ms(a.p50Ms)}, max ${ms(a.maxMs)} (${a.tries} tries${a.notAborted ? `, ${a.notAborted} NOT aborted within 2 s` : ""}${a.failed ? `, ${a.failed} failed to open` : ""})`);

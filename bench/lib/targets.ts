@@ -309,11 +309,15 @@ export async function tokenCache(adminOrigin: string | undefined): Promise<{ hit
   }
 }
 
-/** A peer's V8 heap right after a full collection (bytes): in use, committed (pages V8 holds), and external. */
+/**
+ * A peer's V8 heap right after a full collection (bytes): in use, committed (pages V8 holds), external memory V8
+ * is told of (ArrayBuffer backing stores among it), and the ArrayBuffers' (Node's Buffers') own.
+ */
 export interface GcFigures {
   heapUsed: number;
   heapTotal: number;
   external: number;
+  arrayBuffers: number;
 }
 
 /** Asks a Tollgate peer started with --expose-gc for a full garbage collection (bounded: 5 s). */
@@ -330,9 +334,14 @@ export function collectGarbage(running: Running): () => Promise<GcFigures | unde
         resolve(memory);
       };
       const onMessage = (m: unknown) => {
-        const msg = m as { gc?: unknown; heapUsed?: unknown; heapTotal?: unknown; external?: unknown } | null;
+        const msg = m as { gc?: unknown; heapUsed?: unknown; heapTotal?: unknown; external?: unknown; arrayBuffers?: unknown } | null;
         if (msg && typeof msg === "object" && msg.gc === id) {
-          const figures = { heapUsed: Number(msg.heapUsed), heapTotal: Number(msg.heapTotal), external: Number(msg.external) };
+          const figures = {
+            heapUsed: Number(msg.heapUsed),
+            heapTotal: Number(msg.heapTotal),
+            external: Number(msg.external),
+            arrayBuffers: Number(msg.arrayBuffers),
+          };
           // A peer that leaves a figure out answers nothing usable rather than NaN figures.
           done(Object.values(figures).every(Number.isFinite) ? figures : undefined);
         }

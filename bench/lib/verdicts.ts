@@ -3,7 +3,7 @@
  * figures are missing (a peer not installed, a row broken) is reported as n/a, never as a pass.
  */
 import type { Row } from "./report.ts";
-import type { StreamFigures } from "./streams.ts";
+import type { HeldFigures, StreamFigures } from "./streams.ts";
 
 export interface Verdict {
   target: string;
@@ -76,7 +76,11 @@ export function verdicts(rows: Row[], streams: StreamFigures[], fullName = "toll
     `RSS per additional open stream at ${held?.streams ?? 1000} streams (full path, after a full GC) ≤ 24 KB`,
     perStream === undefined ? undefined : perStream * 1.024,
     24,
-    held ? `${kbOf(held.perStreamGcKiB)} after GC, ${kbOf(held.perStreamKiB)} as found (${held.opened}/${held.streams} opened; RSS ${mb(held.rssIdleKiB)} → ${mb(held.rssOpenKiB)})${floorHeld ? `; full-path floor ${kbOf(floorHeld.perStreamGcKiB ?? floorHeld.perStreamKiB)} after GC` : ""}` : "n/a",
+    held
+      ? `${kbOf(held.perStreamGcKiB)} after GC, ${kbOf(held.perStreamKiB)} as found (${held.opened}/${held.streams} opened; RSS ${mb(held.rssIdleKiB)} → ${mb(held.rssOpenKiB)})` +
+        (floorHeld ? `; full-path floor ${kbOf(floorHeld.perStreamGcKiB ?? floorHeld.perStreamKiB)} after GC` : "") +
+        (allocated(held) !== undefined ? `; allocated per stream (live JS heap + malloc in use) ${allocated(held)}${floorHeld && allocated(floorHeld) !== undefined ? `, full-path floor ${allocated(floorHeld)}` : ""}` : "")
+      : "n/a",
   );
   const idle = held?.rssIdleGcKiB ?? held?.rssIdleKiB;
   atMost(
@@ -93,6 +97,11 @@ export function verdicts(rows: Row[], streams: StreamFigures[], fullName = "toll
     pass: abort && abortOk !== undefined ? abortOk && abort.maxMs! <= 100 : undefined,
   });
   return out;
+}
+
+/** A held stream's memory allocated (live JS heap + malloc in use, after GC), as text; undefined when not read. */
+function allocated(h: HeldFigures): string | undefined {
+  return h.heapPerStreamB === undefined || h.mallocPerStreamB === undefined ? undefined : `${((h.heapPerStreamB + h.mallocPerStreamB) / 1000).toFixed(1)} KB`;
 }
 
 function mb(kib: number | undefined): string {

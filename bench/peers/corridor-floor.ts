@@ -380,8 +380,8 @@ if (gc) {
     if (!message || typeof message !== "object" || !("gc" in message)) return;
     gc();
     gc();
-    const { heapUsed, heapTotal, external } = process.memoryUsage();
-    process.send?.({ gc: (message as { gc: unknown }).gc, heapUsed, heapTotal, external });
+    const { heapUsed, heapTotal, external, arrayBuffers } = process.memoryUsage();
+    process.send?.({ gc: (message as { gc: unknown }).gc, heapUsed, heapTotal, external, arrayBuffers });
   });
 }
 

@@ -10,7 +10,7 @@
  * `node dist/main.js` never carries. For the same reason it does not import announce.ts.
  *
  * Started with --expose-gc, it answers an IPC `{ gc: id }` with a full garbage collection and
- * `{ gc: id, heapUsed, heapTotal, external }` (for the bench's RSS-per-open-stream measurement).
+ * `{ gc: id, heapUsed, heapTotal, external, arrayBuffers }` (for the bench's RSS-per-open-stream measurement).
  *
  *   node bench/peers/tollgate.mjs --policy FILE [--dist /abs/path/to/other/checkout/dist]
  */
@@ -51,7 +51,7 @@ if (gc) {
     if (!message || typeof message !== "object" || !("gc" in message)) return;
     gc();
     gc();
-    const { heapUsed, heapTotal, external } = process.memoryUsage();
-    process.send?.({ gc: message.gc, heapUsed, heapTotal, external });
+    const { heapUsed, heapTotal, external, arrayBuffers } = process.memoryUsage();
+    process.send?.({ gc: message.gc, heapUsed, heapTotal, external, arrayBuffers });
   });
 }
