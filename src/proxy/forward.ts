@@ -72,86 +72,91 @@ export class Forwarder {
   }
 
   forward(req: ForwardRequest, res: ServerResponse, observer?: ResponseObserver, requestId?: RequestIdHeader): Promise<ForwardResult> {
-    return new Promise((resolve) => {
-      const started = performance.now();
-      let ttfbMs: number | undefined;
-      let status = 0;
-      let controller: Dispatcher.DispatchController | undefined;
-      let settled = false;
+    // Not a `new Promise(executor)`: the callbacks below live as long as the response streams, and what they can
+    // reach stays in memory that long. Written in this function's body, the request (its headers and body, which
+    // undici has already serialized or holds itself) is not captured by them; only its extra response headers are.
+    let resolve!: (result: ForwardResult) => void;
+    const promise = new Promise<ForwardResult>((r) => (resolve = r));
+    const responseHeaders = req.responseHeaders;
+    const started = performance.now();
+    let ttfbMs: number | undefined;
+    let status = 0;
+    let controller: Dispatcher.DispatchController | undefined;
+    let settled = false;
 
-      const finish = (outcome: ForwardOutcome, error?: TollgateError) => {
-        if (settled) return;
-        settled = true;
-        res.off("close", onClientClose);
-        observer?.onEnd?.(outcome);
-        resolve({ status: status || error?.status || 0, outcome, ttfbMs, error });
-      };
-      const onClientClose = () => {
-        if (res.writableFinished) return;
-        // Settle first: aborting calls onResponseError synchronously, which must not relabel this as an upstream error.
-        finish("client_aborted");
-        controller?.abort(new Error("client closed the connection"));
-      };
-      const onDrain = () => controller?.resume();
-      res.on("close", onClientClose);
+    const finish = (outcome: ForwardOutcome, error?: TollgateError) => {
+      if (settled) return;
+      settled = true;
+      res.off("close", onClientClose);
+      observer?.onEnd?.(outcome);
+      resolve({ status: status || error?.status || 0, outcome, ttfbMs, error });
+    };
+    const onClientClose = () => {
+      if (res.writableFinished) return;
+      // Settle first: aborting calls onResponseError synchronously, which must not relabel this as an upstream error.
+      finish("client_aborted");
+      controller?.abort(new Error("client closed the connection"));
+    };
+    const onDrain = () => controller?.resume();
+    res.on("close", onClientClose);
 
-      this.#pool.dispatch(
-        {
-          method: req.method,
-          path: this.target.basePath + req.path,
-          headers: req.headers,
-          body: req.body,
+    this.#pool.dispatch(
+      {
+        method: req.method,
+        path: this.target.basePath + req.path,
+        headers: req.headers,
+        body: req.body,
+      },
+      {
+        onRequestStart(ctrl) {
+          controller = ctrl;
+          if (res.destroyed) ctrl.abort(new Error("client closed the connection"));
         },
-        {
-          onRequestStart(ctrl) {
-            controller = ctrl;
-            if (res.destroyed) ctrl.abort(new Error("client closed the connection"));
-          },
-          onResponseStart(_ctrl, statusCode, headers) {
-            if (statusCode < 200) return;
-            ttfbMs = performance.now() - started;
-            status = statusCode;
-            observer?.onResponseStart?.(statusCode, headers as Record<string, string | string[] | undefined>);
-            const outgoing = forwardableResponseHeaders(headers as Record<string, string | string[] | undefined>);
-            if (req.responseHeaders) {
-              for (const [name, value] of Object.entries(req.responseHeaders)) {
-                // Tollgate's cookies join the upstream's rather than replacing them.
-                const prior = outgoing[name];
-                outgoing[name] = name === "set-cookie" && prior !== undefined ? [...(Array.isArray(prior) ? prior : [String(prior)]), ...(Array.isArray(value) ? value : [value])] : value;
-              }
+        onResponseStart(_ctrl, statusCode, headers) {
+          if (statusCode < 200) return;
+          ttfbMs = performance.now() - started;
+          status = statusCode;
+          observer?.onResponseStart?.(statusCode, headers as Record<string, string | string[] | undefined>);
+          const outgoing = forwardableResponseHeaders(headers as Record<string, string | string[] | undefined>);
+          if (responseHeaders) {
+            for (const [name, value] of Object.entries(responseHeaders)) {
+              // Tollgate's cookies join the upstream's rather than replacing them.
+              const prior = outgoing[name];
+              outgoing[name] = name === "set-cookie" && prior !== undefined ? [...(Array.isArray(prior) ? prior : [String(prior)]), ...(Array.isArray(value) ? value : [value])] : value;
             }
-            res.writeHead(statusCode, outgoing);
-            // Event streams: send headers now so the client sees the stream open before the first event.
-            const type = headers["content-type"];
-            if (typeof type === "string" && type.startsWith("text/event-stream")) res.flushHeaders();
-          },
-          onResponseData(ctrl, chunk) {
-            const out = observer?.transform ? observer.transform(chunk) : chunk;
-            if (out.length > 0 && !res.write(out)) {
-              ctrl.pause();
-              res.once("drain", onDrain);
-            }
-          },
-          onResponseEnd() {
-            const rest = observer?.flush?.();
-            if (rest && rest.length > 0) res.write(rest);
-            res.end();
-            finish("complete");
-          },
-          onResponseError(_ctrl, err) {
-            if (settled) return;
-            const mapped = mapUpstreamError(err);
-            if (res.headersSent) res.destroy();
-            else if (!res.destroyed) {
-              // Tollgate's own headers (a refreshed session cookie, rate limits) go out with the error too.
-              if (req.responseHeaders) for (const [name, value] of Object.entries(req.responseHeaders)) res.setHeader(name, value);
-              sendError(res, mapped, requestId);
-            }
-            finish(res.destroyed && !res.headersSent ? "client_aborted" : "upstream_error", mapped);
-          },
+          }
+          res.writeHead(statusCode, outgoing);
+          // Event streams: send headers now so the client sees the stream open before the first event.
+          const type = headers["content-type"];
+          if (typeof type === "string" && type.startsWith("text/event-stream")) res.flushHeaders();
         },
-      );
-    });
+        onResponseData(ctrl, chunk) {
+          const out = observer?.transform ? observer.transform(chunk) : chunk;
+          if (out.length > 0 && !res.write(out)) {
+            ctrl.pause();
+            res.once("drain", onDrain);
+          }
+        },
+        onResponseEnd() {
+          const rest = observer?.flush?.();
+          if (rest && rest.length > 0) res.write(rest);
+          res.end();
+          finish("complete");
+        },
+        onResponseError(_ctrl, err) {
+          if (settled) return;
+          const mapped = mapUpstreamError(err);
+          if (res.headersSent) res.destroy();
+          else if (!res.destroyed) {
+            // Tollgate's own headers (a refreshed session cookie, rate limits) go out with the error too.
+            if (responseHeaders) for (const [name, value] of Object.entries(responseHeaders)) res.setHeader(name, value);
+            sendError(res, mapped, requestId);
+          }
+          finish(res.destroyed && !res.headersSent ? "client_aborted" : "upstream_error", mapped);
+        },
+      },
+    );
+    return promise;
   }
 
   close(): Promise<void> {
