@@ -2,9 +2,10 @@
  * The configurations the bench compares. Each starts its proxy as a child process pinned to the proxy CPU
  * (nothing to start for `direct`), says where to send requests and which credential each request carries.
  */
-import { closeSync, mkdirSync, openSync, writeFileSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from "node:fs";
+import { stripTypeScriptTypes } from "node:module";
 import { execFileSync } from "node:child_process";
-import { join } from "node:path";
+import { isAbsolute, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { spawnPinned, readyMessage, waitForPort, freePort, stop, onPath, type Child } from "./procs.ts";
 import { tollgatePolicy, nginxConfig, haproxyConfig, type PolicyOptions, type TollgateAuth } from "./configs.ts";
@@ -12,6 +13,8 @@ import { AUDIENCE, type BenchIssuer } from "./issuer.ts";
 import type { BenchRedis } from "./redis.ts";
 
 const PEERS = fileURLToPath(new URL("../peers/", import.meta.url));
+/** Where peers run from as JavaScript (see `asJavaScript`): in dist/, so their `../../dist/` and package imports resolve. */
+const STRIPPED = fileURLToPath(new URL("../../dist/bench-peers/", import.meta.url));
 
 export interface Context {
   upstreamUrl: string;
@@ -86,7 +89,7 @@ async function startNodePeer(name: string, script: string, args: string[], ctx: 
   const profile = ctx.profileDir ? ["--cpu-prof", "--cpu-prof-dir", ctx.profileDir, "--cpu-prof-name", `${name}.cpuprofile`] : [];
   const nodeFlags = tollgateRuntime ? [...ctx.tollgateNodeFlags, ...tollgateRuntime.extraFlags] : [];
   const env = tollgateRuntime ? { ...process.env, ...ctx.tollgateEnv } : undefined;
-  const child = spawnPinned(name, process.execPath, [...profile, ...nodeFlags, join(PEERS, script), ...args], { cpu: ctx.proxyCpu, ipc: true, ...(stdout !== undefined ? { stdout } : {}), ...(env ? { env } : {}) });
+  const child = spawnPinned(name, process.execPath, [...profile, ...nodeFlags, isAbsolute(script) ? script : join(PEERS, script), ...args], { cpu: ctx.proxyCpu, ipc: true, ...(stdout !== undefined ? { stdout } : {}), ...(env ? { env } : {}) });
   try {
     const { port, adminPort } = await readyMessage<{ port: number; adminPort?: number }>(child);
     return { origin: `http://127.0.0.1:${port}`, pid: child.pid, child, ...(adminPort ? { adminOrigin: `http://127.0.0.1:${adminPort}` } : {}), stop: () => stop(child) };
@@ -145,8 +148,26 @@ function tollgate(v: TollgateVariant, redisProblem: string | undefined, dist?: s
 }
 
 /**
- * The corridor floors (peers/corridor-floor.ts): a path's required work in one plain handler, with Tollgate's Node
- * flags and environment so the memory figures compare; the held-streams instance may be asked to collect garbage. `redis`: given when
+ * A peer and the peers' modules it imports, stripped of their types with Node's own stripper (the code `node x.ts`
+ * would run) into dist/bench-peers/ as .mjs; returns the peer's path there. Run as .ts, a peer has Node load its
+ * type stripper into the process: 17 MB more RSS at start, and 5–7 MB more that malloc keeps free after the
+ * warm-up, which 1,000 held streams then fill, so the RSS per stream reads lower than the streams hold (measured
+ * 2026-12-07 16:40 on the corridor floor: malloc free at idle 17.3–19.8 MB as .ts, 12.2–13.3 MB as .mjs, as
+ * Tollgate's 11.3–12.8 MB). Tollgate runs as JavaScript (dist/), so the floors do too.
+ */
+function asJavaScript(script: string, imports: string[]): string {
+  mkdirSync(STRIPPED, { recursive: true });
+  for (const file of [script, ...imports]) {
+    const js = stripTypeScriptTypes(readFileSync(join(PEERS, file), "utf8")).replace(/(["'])\.\/([\w-]+)\.ts\1/g, "$1./$2.mjs$1");
+    writeFileSync(join(STRIPPED, file.replace(/\.ts$/, ".mjs")), js);
+  }
+  return join(STRIPPED, script.replace(/\.ts$/, ".mjs"));
+}
+
+/**
+ * The corridor floors (peers/corridor-floor.ts, run as JavaScript: see `asJavaScript`): a path's required work in
+ * one plain handler, with Tollgate's Node flags and environment so the memory figures compare; the held-streams
+ * instance may be asked to collect garbage. `redis`: given when
  * the floor uses Redis, with why Redis cannot be used here (undefined when it can).
  */
 function corridorFloor(name: string, description: string, credential: CredentialKind, args: (ctx: Context) => string[], redis?: { problem: string | undefined }): Configuration {
@@ -162,7 +183,7 @@ function corridorFloor(name: string, description: string, credential: Credential
       const fd = openSync(logFile, "w");
       try {
         const base = ["--target", ctx.upstreamUrl, "--hold-target", ctx.holdUrl, ...args(ctx)];
-        const running = await startNodePeer(full, "corridor-floor.ts", base, ctx, fd, { extraFlags: instance === "streams" ? ["--expose-gc"] : [] });
+        const running = await startNodePeer(full, asJavaScript("corridor-floor.ts", ["announce.ts"]), base, ctx, fd, { extraFlags: instance === "streams" ? ["--expose-gc"] : [] });
         return { ...running, logFile };
       } finally {
         closeSync(fd); // the child holds its own copy
