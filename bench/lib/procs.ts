@@ -303,6 +303,11 @@ export function memoryMap(pid: number): MemoryMap | undefined {
   } catch {
     return undefined;
   }
+  return parseSmaps(text);
+}
+
+/** `memoryMap` from the text of a /proc/<pid>/smaps file. */
+export function parseSmaps(text: string): MemoryMap {
   const maps: { start: bigint; end: bigint; perms: string; name: string; rss: number }[] = [];
   for (const line of text.split("\n")) {
     const head = /^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)$/.exec(line);
@@ -348,17 +353,25 @@ export function mallocInfo(pid: number): { inUseB: number; freeB: number } | und
       ["-p", String(pid), "-batch", "-ex", `call (void*)fopen("${file}","w")`, "-ex", "call (int)malloc_info(0, $1)", "-ex", "call (int)fclose($1)"],
       { stdio: "ignore", timeout: 20_000 },
     );
-    const xml = readFileSync(file, "utf8");
-    // The totals over every arena follow the last arena's </heap>.
-    const totals = xml.slice(xml.lastIndexOf("</heap>"));
-    const size = (type: string, withCount: boolean) =>
-      Number(new RegExp(`<(?:total|system) type="${type}"${withCount ? ' count="\\d+"' : ""} size="(\\d+)"`).exec(totals)?.[1] ?? NaN);
-    const freeB = size("fast", true) + size("rest", true);
-    const inUseB = size("current", false) - freeB + size("mmap", true);
-    return Number.isFinite(inUseB) && Number.isFinite(freeB) ? { inUseB, freeB } : undefined;
+    return parseMallocInfo(readFileSync(file, "utf8"));
   } catch {
     return undefined;
   } finally {
     rmSync(file, { force: true });
   }
+}
+
+/**
+ * `mallocInfo` from the XML `malloc_info(3)` writes: one <heap> per arena, then the totals over all of them. In use
+ * is what the arenas hold (`system current`) less what is free in their bins (`fast` and `rest`), plus the chunks
+ * malloc mmapped on their own (`mmap`, outside the arenas). Undefined when the totals are not there.
+ */
+export function parseMallocInfo(xml: string): { inUseB: number; freeB: number } | undefined {
+  const end = xml.lastIndexOf("</heap>");
+  if (end < 0) return undefined;
+  const totals = xml.slice(end);
+  const size = (tag: "total" | "system", type: string) => Number(new RegExp(`<${tag} type="${type}"(?: count="\\d+")? size="(\\d+)"`).exec(totals)?.[1] ?? NaN);
+  const freeB = size("total", "fast") + size("total", "rest");
+  const inUseB = size("system", "current") - freeB + size("total", "mmap");
+  return Number.isFinite(inUseB) && Number.isFinite(freeB) ? { inUseB, freeB } : undefined;
 }
