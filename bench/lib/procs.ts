@@ -284,8 +284,9 @@ export function busyFractions(before: CpuTimes | undefined, after: CpuTimes | un
 /**
  * Where a process's resident memory lies, from /proc/<pid>/smaps (KiB). glibc's malloc keeps its main arena in the
  * `[heap]` mapping and each other arena in a 64 MiB reservation of its own (a read-write part at a 64 MiB-aligned
- * address, the rest `---p`); everything else anonymous is V8's heap pages and code space, malloc's own large
- * (mmapped) chunks and thread stacks; file-backed is the binary and libraries.
+ * address, the rest `---p`); everything else anonymous is V8's heap pages and code space, WebAssembly memory
+ * (undici's HTTP parser), malloc's own large (mmapped) chunks and thread stacks; file-backed is the binary and
+ * libraries.
  */
 export interface MemoryMap {
   mallocMainKiB: number;
@@ -340,7 +341,8 @@ export const HAS_GDB = onPath("gdb");
 
 /**
  * What glibc's malloc holds in a running process, all arenas (bytes): in use by the program (including its mmapped
- * chunks) and free but kept (in its bins: memory the program can reuse without the RSS growing). Read by asking the
+ * chunks) and free but kept (its bins and top chunks: memory it can hand out again without asking the kernel,
+ * though the RSS still grows where the sizes do not fit or the pages were never touched). Read by asking the
  * process itself, through gdb, to write `malloc_info(3)`; the process stops for well under a second. Undefined
  * without gdb or when the process cannot be traced.
  */

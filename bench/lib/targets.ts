@@ -150,10 +150,10 @@ function tollgate(v: TollgateVariant, redisProblem: string | undefined, dist?: s
 /**
  * A peer and the peers' modules it imports, stripped of their types with Node's own stripper (the code `node x.ts`
  * would run) into dist/bench-peers/ as .mjs; returns the peer's path there. Run as .ts, a peer has Node load its
- * type stripper into the process: ~17 MB more RSS at start, and more memory that malloc keeps free after the
+ * type stripper into the process: 14–19 MB more RSS at start, and more memory that malloc keeps free after the
  * warm-up, which 1,000 held streams then fill, so the RSS per stream reads lower than the streams hold (2026-12-07:
- * the full-path floor's malloc kept 17.5–19.2 MB free at the idle reading as .ts, 11.5–12.7 MB as JavaScript,
- * Tollgate's 11.3–12.8 MB). Tollgate runs as JavaScript (dist/), so the floors do too. Node prints an
+ * the full-path floor's malloc kept 17.5–19.2 MB free at the idle reading as .ts, 11.5–13.2 MB as JavaScript,
+ * Tollgate's 11.3–14.5 MB). Tollgate runs as JavaScript (dist/), so the floors do too. Node prints an
  * ExperimentalWarning for `stripTypeScriptTypes`.
  */
 function asJavaScript(script: string, imports: string[]): string {
