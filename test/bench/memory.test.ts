@@ -52,38 +52,18 @@ t.test("parseSmaps reads this process's own map, and its parts add up to its RSS
   t.equal(memoryMap(2 ** 22 + 12345), undefined, "no such process: undefined");
 });
 
-const INFO = `<malloc version="1">
-<heap nr="0">
-<sizes>
-  <size from="33" to="33" total="99" count="3"/>
-</sizes>
-<total type="fast" count="0" size="0"/>
-<total type="rest" count="11" size="103466"/>
-<system type="current" size="4972544"/>
-<system type="max" size="4972544"/>
-<aspace type="total" size="4972544"/>
-<aspace type="mprotect" size="4972544"/>
-</heap>
-<heap nr="1">
-<sizes>
-</sizes>
-<total type="fast" count="2" size="64"/>
-<total type="rest" count="40" size="1000000"/>
-<system type="current" size="1163264"/>
-<system type="max" size="1163264"/>
-<aspace type="total" size="1163264"/>
-<aspace type="mprotect" size="1163264"/>
-<aspace type="subheaps" size="1"/>
-</heap>
-<total type="fast" count="4" size="128"/>
-<total type="rest" count="57" size="1182003"/>
-<total type="mmap" count="2" size="270336"/>
-<system type="current" size="6135808"/>
-<system type="max" size="6135808"/>
-<aspace type="total" size="6135808"/>
-<aspace type="mprotect" size="6135808"/>
-</malloc>
-`;
+/** One arena's section of malloc_info's XML, as glibc writes it (size lists trimmed). */
+const arena = (nr: number, fast: number, rest: number, current: number) =>
+  `<heap nr="${nr}">\n<sizes>\n</sizes>\n<total type="fast" count="1" size="${fast}"/>\n<total type="rest" count="9" size="${rest}"/>\n` +
+  `<system type="current" size="${current}"/>\n<system type="max" size="${current}"/>\n<aspace type="total" size="${current}"/>\n` +
+  `<aspace type="mprotect" size="${current}"/>\n</heap>\n`;
+const INFO =
+  `<malloc version="1">\n` +
+  arena(0, 0, 103466, 4972544) +
+  arena(1, 128, 1078537, 1163264) +
+  `<total type="fast" count="4" size="128"/>\n<total type="rest" count="57" size="1182003"/>\n<total type="mmap" count="2" size="270336"/>\n` +
+  `<system type="current" size="6135808"/>\n<system type="max" size="6135808"/>\n<aspace type="total" size="6135808"/>\n` +
+  `<aspace type="mprotect" size="6135808"/>\n</malloc>\n`;
 
 t.test("parseMallocInfo takes the totals after the last arena: in use = system - free + mmapped", async (t) => {
   t.same(parseMallocInfo(INFO), { freeB: 128 + 1182003, inUseB: 6135808 - (128 + 1182003) + 270336 });
