@@ -7,7 +7,8 @@
  *   its header slots);
  * - `socket pair`: a connected loopback TCP pair, both ends in the process (two TCPWraps and their libuv handles);
  * - `undici Client`: a connected undici Client with one request answered (its WASM llhttp lives in WASM memory,
- *   not malloc, and shows up in the RSS instead).
+ *   not malloc, and shows up in the RSS instead). The node:http server it talks to runs in the same process, so
+ *   this figure includes the server end too: its HTTPParser and both sockets.
  *
  *   node bench/native-cost.ts [--count 1000]
  */
@@ -23,6 +24,12 @@ if (!(count > 0)) throw new Error("usage: node bench/native-cost.ts [--count N]"
 if (!HAS_GDB) throw new Error("gdb is needed to read malloc's figures (apt-get install gdb)");
 
 const KINDS = ["HTTPParser", "socket pair", "undici Client"] as const;
+/** How each kind is printed (the undici Client's figure includes its server end, in the same process). */
+const LABELS: Record<(typeof KINDS)[number], string> = {
+  HTTPParser: "HTTPParser",
+  "socket pair": "socket pair",
+  "undici Client": "undici Client + its node:http server end",
+};
 type Kind = (typeof KINDS)[number];
 
 if (process.argv.includes("--child")) {
@@ -90,7 +97,7 @@ if (process.argv.includes("--child")) {
       if (!before || !after) throw new Error("could not read malloc's figures through gdb (is ptrace allowed?)");
       const per = (after.inUseB - before.inUseB) / count;
       const rss = rssBefore !== undefined && rssAfter !== undefined ? `${(((rssAfter - rssBefore) * 1024) / count / 1000).toFixed(1)} KB` : "n/a";
-      console.log(`${kind.padEnd(14)} malloc in use ${(per / 1000).toFixed(1)} KB each; RSS grew ${rss} each`);
+      console.log(`${LABELS[kind].padEnd(14)} malloc in use ${(per / 1000).toFixed(1)} KB each; RSS grew ${rss} each`);
     } finally {
       child.kill();
     }

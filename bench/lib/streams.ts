@@ -299,7 +299,7 @@ export function streamLines(figures: StreamFigures[], direct: AbortFigures | und
     const a = f.abort;
     const h = f.held;
     if (h) {
-      const kB = (bytes: number | undefined) => (bytes === undefined ? "n/a" : `${(bytes / 1000).toFixed(1)} KB`);
+      const kbOfBytes = (bytes: number | undefined) => (bytes === undefined ? "n/a" : `${(bytes / 1000).toFixed(1)} KB`);
       lines.push(
         `${f.config}: RSS ${mb(f.rssAtStartKiB)} at start, ${mb(h.rssIdleKiB)} idle after a short warm-up (${mb(h.rssIdleGcKiB)} after a full GC), ` +
           `${mb(h.rssOpenKiB)} with ${h.opened}/${h.streams} streams open (${mb(h.rssOpenGcKiB)} after a full GC): ${kb(h.perStreamKiB)} per stream as found, ${kb(h.perStreamGcKiB)} after GC ` +
@@ -309,9 +309,9 @@ export function streamLines(figures: StreamFigures[], direct: AbortFigures | und
       );
       const map = h.mapPerStreamKiB;
       lines.push(
-        `${f.config}: per stream, after GC: live JS heap ${kB(h.heapPerStreamB)} (V8 heap committed ${kB(h.heapCommittedPerStreamB)}), ` +
-          `malloc in use ${kB(h.mallocPerStreamB)} (external to V8 ${kB(h.externalPerStreamB)}), ` +
-          `allocated ${h.heapPerStreamB === undefined || h.mallocPerStreamB === undefined ? "n/a" : kB(h.heapPerStreamB + h.mallocPerStreamB)} (heap + malloc), ` +
+        `${f.config}: per stream, after GC: live JS heap ${kbOfBytes(h.heapPerStreamB)} (V8 heap committed ${kbOfBytes(h.heapCommittedPerStreamB)}), ` +
+          `malloc in use ${kbOfBytes(h.mallocPerStreamB)} (external to V8 ${kbOfBytes(h.externalPerStreamB)}), ` +
+          `allocated ${h.heapPerStreamB === undefined || h.mallocPerStreamB === undefined ? "n/a" : kbOfBytes(h.heapPerStreamB + h.mallocPerStreamB)} (heap + malloc), ` +
           `malloc held ${mb(h.mallocFreeIdleB === undefined ? undefined : h.mallocFreeIdleB / 1024)} free at the idle reading; ` +
           (map
             ? `RSS grew ${kb(map.mallocMainKiB)} in malloc's main arena, ${kb(map.mallocArenasKiB)} in its other arenas, ${kb(map.otherAnonKiB)} in other anonymous memory (V8's pages), ${kb(map.fileKiB)} file-backed`

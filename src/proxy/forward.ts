@@ -72,9 +72,10 @@ export class Forwarder {
   }
 
   forward(req: ForwardRequest, res: ServerResponse, observer?: ResponseObserver, requestId?: RequestIdHeader): Promise<ForwardResult> {
-    // Not a `new Promise(executor)`: the callbacks below live as long as the response streams, and what they can
-    // reach stays in memory that long. Written in this function's body, the request (its headers and body, which
-    // undici has already serialized or holds itself) is not captured by them; only its extra response headers are.
+    // The callbacks below are written in this function's body, not inside the promise's executor: they live as
+    // long as the response streams, and what they can reach stays in memory that long. This way the request (its
+    // headers and body, which undici has already serialized or holds itself) is not captured by them; only its
+    // extra response headers are.
     let resolve!: (result: ForwardResult) => void;
     const promise = new Promise<ForwardResult>((r) => (resolve = r));
     const responseHeaders = req.responseHeaders;
