@@ -134,38 +134,15 @@ export class Gateway {
     return out;
   }
 
-  /**
-   * One request, from arrival to its audit line; resolves when the exchange is settled. The part that waits for the
-   * upstream's answer is a promise chain, not an awaiting async function: a held stream (an SSE response can last
-   * minutes) would otherwise keep this function's suspended frame, with every local it holds, for its whole life.
-   */
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     this.#unsettled++;
     const exchange = new Exchange(req, performance.now());
     exchange.requestId = this.#requestId(req);
-    let sent: Promise<void> | undefined;
     try {
       if (this.#sessions.length > 0 && (await this.#serveSignIn(exchange, res))) return;
       const { upstream, headers, path, body } = await this.#admit(exchange, false);
       const observer = exchange.meters ? new MeteringObserver(exchange.stripUsageChunk, this.#meterOptions) : undefined;
-      sent = upstream.forwarder
-        .forward({ method: req.method!, path, headers, body, responseHeaders: exchange.responseHeaders }, res, observer, [this.#requestIdHeader, exchange.requestId])
-        .then(
-          (result) => this.#forwarded(exchange, res, upstream, observer, result),
-          (err: unknown) => this.#forwarded(exchange, res, upstream, observer, undefined, err),
-        );
-    } catch (err) {
-      await this.#fail(exchange, err, res);
-    } finally {
-      if (!sent) this.#settleExchange(exchange);
-    }
-    return sent;
-  }
-
-  /** After the upstream answered (or the forward failed): usage, the settlement, metrics, the audit line. */
-  async #forwarded(exchange: Exchange, res: ServerResponse, upstream: Upstream, observer: MeteringObserver | undefined, result: ForwardResult | undefined, failure?: unknown): Promise<void> {
-    try {
-      if (!result) throw failure;
+      const result = await upstream.forwarder.forward({ method: req.method!, path, headers, body, responseHeaders: exchange.responseHeaders }, res, observer, [this.#requestIdHeader, exchange.requestId]);
       exchange.forwarded = result;
       // Awaited only when there is something to wait for (a settlement with the limits store).
       const settling = observer
@@ -180,22 +157,13 @@ export class Gateway {
       }
       if (result.ttfbMs !== undefined) this.#deps.metrics.upstreamTtfb.observe({ upstream: upstream.name }, result.ttfbMs / 1000);
     } catch (err) {
-      await this.#fail(exchange, err, res);
+      // Admitted but never sent (e.g. no upstream credential): give back what admission reserved.
+      await exchange.admission?.settle(NO_USAGE, "upstream_error").catch(() => {});
+      this.#refuse(exchange, err, res);
     } finally {
-      this.#settleExchange(exchange);
+      settleExchange(exchange, this.#deps.metrics, this.#audit);
+      this.#settled();
     }
-  }
-
-  /** Admitted but never sent (e.g. no upstream credential), or a failure after: give back what admission reserved. */
-  async #fail(exchange: Exchange, err: unknown, res: ServerResponse): Promise<void> {
-    await exchange.admission?.settle(NO_USAGE, "upstream_error").catch(() => {});
-    this.#refuse(exchange, err, res);
-  }
-
-  /** The exchange's metrics and audit line; then it no longer counts as unsettled (graceful shutdown waits for it). */
-  #settleExchange(exchange: Exchange): void {
-    settleExchange(exchange, this.#deps.metrics, this.#audit);
-    this.#settled();
   }
 
   #settled(): void {
@@ -241,7 +209,8 @@ export class Gateway {
       this.#record(exchange, error, err);
       sendErrorOnSocket(socket, error, [this.#requestIdHeader, exchange.requestId]);
     } finally {
-      this.#settleExchange(exchange);
+      settleExchange(exchange, this.#deps.metrics, this.#audit);
+      this.#settled();
     }
   }
 
