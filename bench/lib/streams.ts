@@ -10,6 +10,7 @@
 import { connect, type Socket } from "node:net";
 import type { ChildProcess } from "node:child_process";
 import { mallocInfo, memoryMap, rssKiB, type MemoryMap } from "./procs.ts";
+import type { GcFigures } from "./targets.ts";
 
 const nowMs = () => Number(process.hrtime.bigint()) / 1e6;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -204,7 +205,7 @@ export async function heldStreams(
   proxyPid: number,
   channel: StandInChannel,
   count: number,
-  collectGarbage?: () => Promise<{ heapUsed: number; heapTotal: number; external: number; arrayBuffers: number } | undefined>,
+  collectGarbage?: () => Promise<GcFigures | undefined>,
   settleMs = 1000,
 ): Promise<HeldFigures> {
   await sleep(settleMs);
@@ -225,6 +226,12 @@ export async function heldStreams(
   };
   const perStream = (idle: number | undefined, open: number | undefined, n: number) =>
     idle !== undefined && open !== undefined && n > 0 ? (open - idle) / n : undefined;
+  const mapPerStream = (idle: MemoryMap | undefined, open: MemoryMap | undefined, n: number): MemoryMap | undefined => {
+    if (!idle || !open || n === 0) return undefined;
+    const out = { ...idle };
+    for (const key of Object.keys(out) as (keyof MemoryMap)[]) out[key] = (open[key] - idle[key]) / n;
+    return out;
+  };
   const idleGc = await afterGc();
   const sockets: Socket[] = [];
   const deadline = Date.now() + 60_000;
@@ -271,15 +278,7 @@ export async function heldStreams(
       arrayBuffersPerStreamB: perStream(idleGc.arrayBuffers, openGc.arrayBuffers, sockets.length),
       mallocPerStreamB: perStream(idleGc.malloc?.inUseB, openGc.malloc?.inUseB, sockets.length),
       mallocFreeIdleB: idleGc.malloc?.freeB,
-      mapPerStreamKiB:
-        idleGc.map && openGc.map && sockets.length > 0
-          ? {
-              mallocMainKiB: (openGc.map.mallocMainKiB - idleGc.map.mallocMainKiB) / sockets.length,
-              mallocArenasKiB: (openGc.map.mallocArenasKiB - idleGc.map.mallocArenasKiB) / sockets.length,
-              otherAnonKiB: (openGc.map.otherAnonKiB - idleGc.map.otherAnonKiB) / sockets.length,
-              fileKiB: (openGc.map.fileKiB - idleGc.map.fileKiB) / sockets.length,
-            }
-          : undefined,
+      mapPerStreamKiB: mapPerStream(idleGc.map, openGc.map, sockets.length),
       upstreamOpen,
       allClosedMs,
     };
