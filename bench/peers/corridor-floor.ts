@@ -33,7 +33,7 @@
  *   (audit lines on stdout; requests under /chat/completions go to --hold-target, as in the bench's Tollgate policy)
  */
 import { createServer, type IncomingMessage, type ServerResponse, type OutgoingHttpHeaders } from "node:http";
-import { createHash, randomUUID } from "node:crypto";
+import { hash, randomUUID } from "node:crypto";
 import { once } from "node:events";
 import { Pool } from "undici";
 import { pino } from "pino";
@@ -90,7 +90,7 @@ function jwtPrincipal(token: string): Principal | undefined | Promise<Principal 
 function authenticate(auth: string | undefined): Principal | undefined | Promise<Principal | undefined> {
   if (!auth?.startsWith("Bearer ")) return undefined;
   if (FULL) return jwtPrincipal(auth.slice(7));
-  return keys.get("sha256:" + createHash("sha256").update(auth.slice(7), "utf8").digest("hex"));
+  return keys.get("sha256:" + hash("sha256", auth.slice(7), "hex"));
 }
 
 type RedisModule = typeof import("../../src/limits/store/redis.ts");
@@ -108,7 +108,7 @@ const digests = new Map<string, string>();
 function digest(value: string): string {
   let d = digests.get(value);
   if (d === undefined) {
-    d = createHash("sha256").update(value).digest("base64url").slice(0, 22);
+    d = hash("sha256", value, "base64url").slice(0, 22);
     if (digests.size >= 10_000) digests.clear();
     digests.set(value, d);
   }

@@ -5,7 +5,7 @@
  * token share one call. An endpoint that is down, slow or answers nonsense denies with 503 and is never cached.
  * The token itself never reaches a log line, a metric label, an error message or a cache key.
  */
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 import { LRUCache } from "lru-cache";
 import { request } from "undici";
 import type { Dispatcher } from "undici";
@@ -85,7 +85,7 @@ export class IntrospectionAuthenticator implements Authenticator {
     if (this.#config.tokens === "opaque" && JWT_SHAPE.test(token)) return undefined;
     if (token.length > MAX_TOKEN_LENGTH) throw new TollgateError("invalid_token", "The bearer token is too large.", undefined, "too_large");
 
-    const key = createHash("sha256").update(token).digest("base64url");
+    const key = hash("sha256", token, "base64url");
     const cached = this.#cache.get(key);
     let verdict: Verdict;
     if (cached && cached.expiresAt > this.#deps.clock.now()) {

@@ -1,5 +1,5 @@
 /** Virtual API keys: generated with enough entropy that a plain SHA-256 is a safe way to store them. */
-import { createHash, randomBytes } from "node:crypto";
+import { hash, randomBytes } from "node:crypto";
 
 export const DEFAULT_KEY_PREFIX = "tg_";
 
@@ -8,7 +8,7 @@ export function generateApiKey(prefix = DEFAULT_KEY_PREFIX): string {
 }
 
 export function hashApiKey(key: string): string {
-  return "sha256:" + createHash("sha256").update(key, "utf8").digest("hex");
+  return "sha256:" + hash("sha256", key, "hex");
 }
 
 /** The only form of a key that may appear in logs: its prefix and last four characters. */

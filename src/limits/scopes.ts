@@ -3,7 +3,7 @@
  * (`by: [user, model]` → one counter per user and model). Store keys carry a hash of the values, never the
  * values themselves (no emails in Redis keys) and never a character that could break a Cluster hash tag.
  */
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 import { LRUCache } from "lru-cache";
 import type { Dimension } from "../config/limits.ts";
 import type { Principal } from "../auth/principal.ts";
@@ -78,7 +78,7 @@ export function instanceKeys(limitName: string, by: readonly Dimension[], input:
 function digestKey(limitName: string, values: string): string {
   let digest = digests.get(values);
   if (digest === undefined) {
-    digest = createHash("sha256").update(values).digest("base64url").slice(0, 22);
+    digest = hash("sha256", values, "base64url").slice(0, 22);
     digests.set(values, digest);
   }
   return `${limitName}:${digest}`;
