@@ -1,0 +1,108 @@
+/**
+ * The issue's targets judged round by round over many results files: for each target, how often Tollgate's
+ * configuration met it and how often the floor of the same work did (the corridor floors, Node doing only what
+ * the path requires), with the median and range of each. One run's verdicts are medians of two rounds on a
+ * machine whose speed moves between rounds; this shows whether a target is within Node's reach here at all.
+ */
+import type { Mode, Row } from "./report.ts";
+import type { StreamFigures } from "./streams.ts";
+
+/** What bench/run.ts writes to bench/results/ (only the parts read here). */
+export interface ResultsFile {
+  date: string;
+  roundRows?: Row[][];
+  streams?: { perConfig?: StreamFigures[] };
+}
+
+export interface RoundTarget {
+  target: string;
+  /** Tollgate's configuration, then the floor of the same work when there is one. */
+  configs: readonly string[];
+  mode: Mode;
+  /** Closed loop only (the open loop's connection count is what it needed, not what it asked for). */
+  connections?: number;
+  value: (row: Row) => number | undefined;
+  limit: number;
+  atLeast: boolean;
+}
+
+export const ROUND_TARGETS: readonly RoundTarget[] = [
+  { target: "per-core ≥ 0.30× nginx, API key (JSON, 32 conns)", configs: ["tollgate-key", "corridor-floor"], mode: "json", connections: 32, value: (r) => r.cpuVsNginx, limit: 0.3, atLeast: true },
+  { target: "per-core ≥ 0.30× nginx, full path (JSON, 32 conns)", configs: ["tollgate-full", "corridor-floor-full"], mode: "json", connections: 32, value: (r) => r.cpuVsNginx, limit: 0.3, atLeast: true },
+  { target: "per-core ≥ 0.95× bare undici, API key", configs: ["tollgate-key", "corridor-floor"], mode: "json", connections: 32, value: (r) => r.cpuVsUndici, limit: 0.95, atLeast: true },
+  { target: "per-core ≥ 0.95× bare undici, full path", configs: ["tollgate-full", "corridor-floor-full"], mode: "json", connections: 32, value: (r) => r.cpuVsUndici, limit: 0.95, atLeast: true },
+  { target: "first-seen RS256 ≥ 0.30× HAProxy + jwt_verify", configs: ["tollgate-jwt-fresh"], mode: "json", connections: 32, value: (r) => r.cpuVsHaproxy, limit: 0.3, atLeast: true },
+  { target: "unloaded p50 ≤ 0.25 ms added (full path, 1 conn)", configs: ["tollgate-full", "corridor-floor-full"], mode: "json", connections: 1, value: (r) => r.addedP50Ms, limit: 0.25, atLeast: false },
+  { target: "unloaded p99 ≤ 2 ms added (full path, 1 conn)", configs: ["tollgate-full", "corridor-floor-full"], mode: "json", connections: 1, value: (r) => r.addedP99Ms, limit: 2, atLeast: false },
+  { target: "open loop p50 ≤ 0.5 ms added (full path)", configs: ["tollgate-full", "corridor-floor-full"], mode: "open", value: (r) => r.addedP50Ms, limit: 0.5, atLeast: false },
+  { target: "open loop p99 ≤ 3 ms added (full path)", configs: ["tollgate-full", "corridor-floor-full"], mode: "open", value: (r) => r.addedP99Ms, limit: 3, atLeast: false },
+  { target: "TTFB p50 ≤ 1 ms added, 32 streams (full path)", configs: ["tollgate-full", "corridor-floor-full"], mode: "sse", connections: 32, value: (r) => r.addedTtfbP50Ms, limit: 1, atLeast: false },
+  { target: "TTFB p99 ≤ 3 ms added, 32 streams (full path)", configs: ["tollgate-full", "corridor-floor-full"], mode: "sse", connections: 32, value: (r) => r.addedTtfbP99Ms, limit: 3, atLeast: false },
+  { target: "inter-event gap p99 within 1 ms of direct (full path)", configs: ["tollgate-full", "corridor-floor-full"], mode: "sse", connections: 32, value: (r) => r.addedGapP99Ms, limit: 1, atLeast: false },
+];
+
+export interface Tally {
+  target: string;
+  config: string;
+  /** Rounds (or, for memory, runs) that measured it. */
+  measured: number;
+  met: number;
+  median: number | undefined;
+  min: number | undefined;
+  max: number | undefined;
+}
+
+function tally(target: string, config: string, values: number[], meets: (v: number) => boolean): Tally {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return {
+    target,
+    config,
+    measured: sorted.length,
+    met: sorted.filter(meets).length,
+    median: sorted.length === 0 ? undefined : sorted.length % 2 ? sorted[mid] : (sorted[mid - 1]! + sorted[mid]!) / 2,
+    min: sorted[0],
+    max: sorted[sorted.length - 1],
+  };
+}
+
+/** Every round of every file, judged per target and configuration; memory per held stream is one figure per run. */
+export function tallyRounds(files: readonly ResultsFile[], targets: readonly RoundTarget[] = ROUND_TARGETS): Tally[] {
+  const out: Tally[] = [];
+  for (const t of targets) {
+    for (const config of t.configs) {
+      const values: number[] = [];
+      for (const file of files) {
+        for (const rows of file.roundRows ?? []) {
+          const row = rows.find((r) => r.config === config && r.mode === t.mode && (t.connections === undefined || r.connections === t.connections));
+          const v = row ? t.value(row) : undefined;
+          if (v !== undefined && Number.isFinite(v)) values.push(v);
+        }
+      }
+      out.push(tally(t.target, config, values, (v) => (t.atLeast ? v >= t.limit : v <= t.limit)));
+    }
+  }
+  const memory = "RSS ≤ 24 KB per held stream (after a full GC, one figure per run)";
+  for (const config of ["tollgate-full", "corridor-floor-full"]) {
+    const values: number[] = [];
+    for (const file of files) {
+      const held = file.streams?.perConfig?.find((s) => s.config === config)?.held;
+      // Only runs in which every stream opened; the figure is KiB, the target KB.
+      const kib = held && held.opened === held.streams ? (held.perStreamGcKiB ?? held.perStreamKiB) : undefined;
+      if (kib !== undefined && Number.isFinite(kib)) values.push(kib * 1.024);
+    }
+    out.push(tally(memory, config, values, (v) => v <= 24));
+  }
+  return out;
+}
+
+export function tallyTable(list: readonly Tally[]): string {
+  const f = (v: number | undefined) => (v === undefined ? "-" : Math.abs(v) < 10 ? v.toFixed(2) : v.toFixed(1));
+  const lines = ["| target | configuration | measured | met | median | range |", "|---|---|---:|---:|---:|---|"];
+  let previous = "";
+  for (const t of list) {
+    lines.push(`| ${t.target === previous ? "" : t.target} | ${t.config} | ${t.measured} | ${t.met} | ${f(t.median)} | ${f(t.min)} – ${f(t.max)} |`);
+    previous = t.target;
+  }
+  return lines.join("\n");
+}
