@@ -15,13 +15,14 @@
 import { fork } from "node:child_process";
 import { once } from "node:events";
 import { fileURLToPath } from "node:url";
-import { HAS_GDB, mallocInfo, rssKiB } from "./lib/procs.ts";
+import { gdbCanCall, HAS_GDB, mallocInfo, rssKiB } from "./lib/procs.ts";
 import { TOLLGATE_ENV } from "./lib/targets.ts";
 
 const at = process.argv.indexOf("--count");
 const count = at >= 0 ? Number(process.argv[at + 1]) : 1000;
 if (!(count > 0)) throw new Error("usage: node bench/native-cost.ts [--count N]");
 if (!HAS_GDB) throw new Error("gdb is needed to read malloc's figures (apt-get install gdb)");
+if (!gdbCanCall()) throw new Error("gdb cannot call functions in a process on this machine (seen: gdb 13 on an Intel AMX CPU), so malloc's figures cannot be read");
 
 const KINDS = ["HTTPParser", "socket pair", "undici Client"] as const;
 /** How each kind is printed (the undici Client's figure includes its server end, in the same process). */

@@ -339,15 +339,38 @@ export function parseSmaps(text: string): MemoryMap {
 
 export const HAS_GDB = onPath("gdb");
 
+let gdbCalls: boolean | undefined;
+
+/**
+ * Whether gdb can call a function inside a process here, tried once on a throwaway `sleep`. It cannot on some
+ * machines: gdb 13 on a CPU with Intel AMX (this VM since 2026-12-07 18:00) attaches, then fails to set up the call
+ * ("Couldn't write extended state status: Bad address"). The measured processes are then never stopped for a
+ * reading that cannot come.
+ */
+export function gdbCanCall(): boolean {
+  if (gdbCalls !== undefined) return gdbCalls;
+  if (!HAS_GDB) return (gdbCalls = false);
+  const child = spawn("sleep", ["30"], { stdio: "ignore" });
+  try {
+    const out = execFileSync("gdb", ["-p", String(child.pid), "-batch", "-ex", "call (int)getpid()"], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], timeout: 20_000 });
+    gdbCalls = new RegExp(`= ${child.pid}\\b`).test(out);
+  } catch {
+    gdbCalls = false;
+  } finally {
+    child.kill();
+  }
+  return gdbCalls;
+}
+
 /**
  * What glibc's malloc holds in a running process, all arenas (bytes): in use by the program (including its mmapped
  * chunks) and free but kept (its bins and top chunks: memory it can hand out again without asking the kernel,
  * though the RSS still grows where the sizes do not fit or the pages were never touched). Read by asking the
  * process itself, through gdb, to write `malloc_info(3)`; the process stops for well under a second. Undefined
- * without gdb or when the process cannot be traced.
+ * without gdb, where gdb cannot call into a process (`gdbCanCall`), or when the process cannot be traced.
  */
 export function mallocInfo(pid: number): { inUseB: number; freeB: number } | undefined {
-  if (!HAS_GDB) return undefined;
+  if (!gdbCanCall()) return undefined;
   const file = join(tmpdir(), `tollgate-bench-malloc-${pid}-${process.pid}-${Date.now()}.xml`);
   try {
     execFileSync(
