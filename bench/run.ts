@@ -20,7 +20,7 @@ import { join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { runLoad, runOpenLoop, OPEN_LOOP_WARM, type LoadResult, type Spacing } from "./lib/load.ts";
 import { measure, type Pids } from "./lib/measure.ts";
-import { spawnPinned, readyMessage, stopAll, killAllNow, pinSelf, waitForQuiet, rssKiB, HAS_TASKSET, type Child } from "./lib/procs.ts";
+import { spawnPinned, readyMessage, stopAll, killAllNow, pinSelf, waitForQuiet, rssKiB, gdbCanCall, HAS_GDB, HAS_TASKSET, type Child } from "./lib/procs.ts";
 import { configurations, tokenCache, collectGarbage, TOLLGATE_NODE_FLAGS, TOLLGATE_ENV, type Configuration, type Context, type Running } from "./lib/targets.ts";
 import { compare, medianRows, markdownTable, ordered, workloadLabel, NOISY, type Row } from "./lib/report.ts";
 import { summarizeLog, type LogSummary } from "./lib/logs.ts";
@@ -152,6 +152,8 @@ async function main(): Promise<void> {
   const proxyCpu = pin ? 1 : undefined;
   if (pin) pinSelf(0);
   if (!pin) log(`note: not pinning to CPUs (${opts["no-pin"] ? "--no-pin" : !HAS_TASKSET ? "taskset not found" : "fewer than 2 CPUs"}); figures are noisier`);
+  // Asked once, before anything is measured: whether the held-stream readings can include malloc's figures.
+  if (streamCount > 0 && !gdbCanCall()) log(`note: malloc's figures will read n/a: ${HAS_GDB ? "gdb cannot call a function in a process on this machine (seen: gdb 13 on an Intel AMX CPU)" : "gdb not found"}`);
 
   const redis = needsRedis ? await openRedis() : undefined;
   if (typeof redis === "object") redisHandle = redis;

@@ -341,23 +341,31 @@ export const HAS_GDB = onPath("gdb");
 
 let gdbCalls: boolean | undefined;
 
+/** Whether gdb's output for `call (int)getpid()` in process `pid` shows the call answering with that pid. */
+export function gdbCalled(output: string, pid: number): boolean {
+  return new RegExp(`= ${pid}\\b`).test(output);
+}
+
 /**
- * Whether gdb can call a function inside a process here, tried once on a throwaway `sleep`. It cannot on some
- * machines: gdb 13 on a CPU with Intel AMX (this VM since 2026-12-07 18:00) attaches, then fails to set up the call
- * ("Couldn't write extended state status: Bad address"). The measured processes are then never stopped for a
- * reading that cannot come.
+ * Whether gdb can call a function inside a process here, tried once (then remembered) on a throwaway Node process,
+ * the kind the bench measures. It cannot on some machines: gdb 13 on a CPU with Intel AMX (this VM since
+ * 2026-12-07 18:00) attaches, then fails to set up the call ("Couldn't write extended state status: Bad address"),
+ * and the process it stopped may not survive. The measured processes are then never stopped for a reading that
+ * cannot come. bench/run.ts asks before it measures anything.
  */
 export function gdbCanCall(): boolean {
   if (gdbCalls !== undefined) return gdbCalls;
   if (!HAS_GDB) return (gdbCalls = false);
-  const child = spawn("sleep", ["30"], { stdio: "ignore" });
+  const child = spawn(process.execPath, ["-e", "setTimeout(() => {}, 30_000)"], { stdio: "ignore" });
+  child.on("error", () => {});
   try {
+    if (child.pid === undefined) return (gdbCalls = false);
     const out = execFileSync("gdb", ["-p", String(child.pid), "-batch", "-ex", "call (int)getpid()"], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], timeout: 20_000 });
-    gdbCalls = new RegExp(`= ${child.pid}\\b`).test(out);
+    gdbCalls = gdbCalled(out, child.pid);
   } catch {
     gdbCalls = false;
   } finally {
-    child.kill();
+    child.kill("SIGKILL");
   }
   return gdbCalls;
 }

@@ -6,7 +6,7 @@ import t from "tap";
 import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { readFileSync } from "node:fs";
-import { HAS_GDB, gdbCanCall, mallocInfo, memoryMap, parseMallocInfo, parseSmaps } from "../../bench/lib/procs.ts";
+import { HAS_GDB, gdbCalled, gdbCanCall, mallocInfo, memoryMap, parseMallocInfo, parseSmaps } from "../../bench/lib/procs.ts";
 
 /** One smaps entry: the header line and its Rss line (the real file has more fields; the parser reads these). */
 const entry = (start: number, end: number, perms: string, name: string, rssKiB: number) =>
@@ -69,6 +69,17 @@ t.test("parseMallocInfo takes the totals after the last arena: in use = system -
   t.same(parseMallocInfo(INFO), { freeB: 128 + 1182003, inUseB: 6135808 - (128 + 1182003) + 270336 });
   t.equal(parseMallocInfo("<malloc></malloc>"), undefined, "no arenas: undefined");
   t.equal(parseMallocInfo(INFO.replace(/<system type="current" size="6135808"\/>\n<system type="max"[^\n]*\n<aspace type="total" size="6135808"\/>\n<aspace type="mprotect" size="6135808"\/>\n<\/malloc>/, "</malloc>")), undefined, "totals cut off: undefined");
+});
+
+t.test("gdbCalled reads gdb's answer to `call (int)getpid()`: the pid itself, not a longer number, not an error", async (t) => {
+  // Recorded: gdb 13 where the call works, and on an Intel AMX CPU where it cannot be set up.
+  const works = "0x00007f3a in epoll_wait () from /lib/x86_64-linux-gnu/libc.so.6\n$1 = 4242\n[Inferior 1 (process 4242) detached]\n";
+  const amx = "0x00007fbf in __GI___wait4 (pid=-1) at ../sysdeps/unix/sysv/linux/wait4.c:30\nCouldn't write extended state status: Bad address.\n[Inferior 1 (process 4242) detached]\n";
+  t.equal(gdbCalled(works, 4242), true);
+  t.equal(gdbCalled(amx, 4242), false, "the AMX failure mentions the pid, but not as the call's answer");
+  t.equal(gdbCalled("$1 = 42421\n", 4242), false, "a longer number is not the pid");
+  t.equal(gdbCalled("$1 = 424\n", 4242), false);
+  t.equal(gdbCalled("", 4242), false);
 });
 
 t.test("mallocInfo reads a live process's malloc through gdb, and sees what it allocates", async (t) => {
