@@ -27,6 +27,10 @@ t.test("generated keys are unique, prefixed and high-entropy; the hash is sha256
   t.match(a, /^tg_[A-Za-z0-9_-]{43}$/);
   t.not(a, generateApiKey());
   t.match(hashApiKey(a), /^sha256:[0-9a-f]{64}$/);
+  // Known answers (as `printf KEY | sha256sum` gives them): the stored form of every deployed key depends on it,
+  // UTF-8 included.
+  t.equal(hashApiKey("tg_x"), "sha256:6a818fa0a930490c5ab015802a3b7e793d21830e4a1e9ca6dc2570da52cf4d49");
+  t.equal(hashApiKey("tg_é✓"), "sha256:4c3d8573bf045d6ccc716ef995ef6aa674d30f3177b75116db8b785eff9191e2");
   t.equal(redactKey(a).length < 10, true);
   t.notOk(redactKey(a).includes(a.slice(3, -4)));
 });
