@@ -12,6 +12,32 @@ export interface Verdict {
 }
 
 
+/** The issue's limits, shared by these per-run verdicts and the round-by-round tally (bench/lib/rounds.ts). */
+export const LIMITS = {
+  perCoreVsNginx: 0.3,
+  perCoreVsUndici: 0.95,
+  firstSeenVsHaproxy: 0.3,
+  unloadedP50Ms: 0.25,
+  unloadedP99Ms: 2,
+  openP50Ms: 0.5,
+  openP99Ms: 3,
+  ttfbP50Ms: 1,
+  ttfbP99Ms: 3,
+  gapP99Ms: 1,
+  perStreamKB: 24,
+  idleMB: 64,
+  abortMs: 100,
+} as const;
+
+/**
+ * RSS per additional held stream in KB (the figures are KiB): after the full GC where it was read, else as found;
+ * undefined unless every stream opened, or when the reading is not a number (NaN is written to JSON as null).
+ */
+export function perStreamKB(held: HeldFigures | undefined): number | undefined {
+  const kib = held && held.opened === held.streams ? (held.perStreamGcKiB ?? held.perStreamKiB) : undefined;
+  return typeof kib === "number" && Number.isFinite(kib) ? kib * 1.024 : undefined;
+}
+
 const f2 = (v: number | undefined) => (v === undefined ? "n/a" : v.toFixed(2));
 const f3 = (v: number | undefined) => (v === undefined ? "n/a" : v.toFixed(3));
 const k = (v: number | undefined) => (v === undefined ? "n/a" : `${(v / 1000).toFixed(1)} k`);
@@ -31,8 +57,8 @@ export function verdicts(rows: Row[], streams: StreamFigures[], fullName = "toll
     // The corridor floor (the API-key path's required work, written as plainly as Node allows) says whether the
     // target is within reach of any Node implementation in this very run.
     const floor = row(config === "tollgate-key" ? "corridor-floor" : "corridor-floor-full", "json", 32);
-    atLeast(`per-core throughput, ${label} (JSON, 32 conns): req/CPU-s ≥ 0.30× nginx`, r?.cpuVsNginx, 0.3, `${f2(r?.cpuVsNginx)}× (${k(rpcs)} vs ${k(row("nginx", "json", 32)?.requestsPerProxyCpuS)})${floor?.cpuVsNginx === undefined ? "" : `; its floor ${f2(floor.cpuVsNginx)}×`}`);
-    atLeast(`per-core throughput, ${label} (JSON, 32 conns): req/CPU-s ≥ 0.95× bare undici forwarder`, r?.cpuVsUndici, 0.95, `${f2(r?.cpuVsUndici)}× (${k(rpcs)} vs ${k(row("undici-dispatch", "json", 32)?.requestsPerProxyCpuS)})${floor?.cpuVsUndici === undefined ? "" : `; its floor ${f2(floor.cpuVsUndici)}×`}`);
+    atLeast(`per-core throughput, ${label} (JSON, 32 conns): req/CPU-s ≥ 0.30× nginx`, r?.cpuVsNginx, LIMITS.perCoreVsNginx, `${f2(r?.cpuVsNginx)}× (${k(rpcs)} vs ${k(row("nginx", "json", 32)?.requestsPerProxyCpuS)})${floor?.cpuVsNginx === undefined ? "" : `; its floor ${f2(floor.cpuVsNginx)}×`}`);
+    atLeast(`per-core throughput, ${label} (JSON, 32 conns): req/CPU-s ≥ 0.95× bare undici forwarder`, r?.cpuVsUndici, LIMITS.perCoreVsUndici, `${f2(r?.cpuVsUndici)}× (${k(rpcs)} vs ${k(row("undici-dispatch", "json", 32)?.requestsPerProxyCpuS)})${floor?.cpuVsUndici === undefined ? "" : `; its floor ${f2(floor.cpuVsUndici)}×`}`);
   }
   // The full path's floor (peers/corridor-floor.ts with a JWT and the Redis admission) in the same run, beside each
   // full-path figure: what any Node implementation of that work measured here.
@@ -42,20 +68,20 @@ export function verdicts(rows: Row[], streams: StreamFigures[], fullName = "toll
     return v === undefined ? "" : `; full-path floor +${f3(v)} ms`;
   };
   const fresh = row("tollgate-jwt-fresh", "json", 32);
-  atLeast("first-seen-token JWT (JSON, 32 conns): req/CPU-s ≥ 0.30× HAProxy + jwt_verify", fresh?.cpuVsHaproxy, 0.3, `${f2(fresh?.cpuVsHaproxy)}× (${k(fresh?.requestsPerProxyCpuS)} vs ${k(row("haproxy-jwt", "json", 32)?.requestsPerProxyCpuS)})`);
+  atLeast("first-seen-token JWT (JSON, 32 conns): req/CPU-s ≥ 0.30× HAProxy + jwt_verify", fresh?.cpuVsHaproxy, LIMITS.firstSeenVsHaproxy, `${f2(fresh?.cpuVsHaproxy)}× (${k(fresh?.requestsPerProxyCpuS)} vs ${k(row("haproxy-jwt", "json", 32)?.requestsPerProxyCpuS)})`);
 
   const one = row(fullName, "json", 1);
-  atMost("added latency unloaded (full path, JSON, 1 conn): p50 ≤ 0.25 ms", one?.addedP50Ms, 0.25, `+${f3(one?.addedP50Ms)} ms${floorFull("json", 1, (r) => r.addedP50Ms)}`);
-  atMost("added latency unloaded (full path, JSON, 1 conn): p99 ≤ 2 ms", one?.addedP99Ms, 2, `+${f3(one?.addedP99Ms)} ms${floorFull("json", 1, (r) => r.addedP99Ms)}`);
+  atMost("added latency unloaded (full path, JSON, 1 conn): p50 ≤ 0.25 ms", one?.addedP50Ms, LIMITS.unloadedP50Ms, `+${f3(one?.addedP50Ms)} ms${floorFull("json", 1, (r) => r.addedP50Ms)}`);
+  atMost("added latency unloaded (full path, JSON, 1 conn): p99 ≤ 2 ms", one?.addedP99Ms, LIMITS.unloadedP99Ms, `+${f3(one?.addedP99Ms)} ms${floorFull("json", 1, (r) => r.addedP99Ms)}`);
   const open = row(fullName, "open");
-  atMost(`added latency at ${open?.rate ?? 2000} req/s open loop (full path): p50 ≤ 0.5 ms`, open?.addedP50Ms, 0.5, `+${f3(open?.addedP50Ms)} ms${floorFull("open", undefined, (r) => r.addedP50Ms)}`);
-  atMost(`added latency at ${open?.rate ?? 2000} req/s open loop (full path): p99 ≤ 3 ms`, open?.addedP99Ms, 3, `+${f3(open?.addedP99Ms)} ms${floorFull("open", undefined, (r) => r.addedP99Ms)}`);
+  atMost(`added latency at ${open?.rate ?? 2000} req/s open loop (full path): p50 ≤ 0.5 ms`, open?.addedP50Ms, LIMITS.openP50Ms, `+${f3(open?.addedP50Ms)} ms${floorFull("open", undefined, (r) => r.addedP50Ms)}`);
+  atMost(`added latency at ${open?.rate ?? 2000} req/s open loop (full path): p99 ≤ 3 ms`, open?.addedP99Ms, LIMITS.openP99Ms, `+${f3(open?.addedP99Ms)} ms${floorFull("open", undefined, (r) => r.addedP99Ms)}`);
 
   const sse = row(fullName, "sse", 32);
-  atMost("streaming, 32 streams (full path): added TTFB p50 ≤ 1 ms", sse?.addedTtfbP50Ms, 1, `+${f3(sse?.addedTtfbP50Ms)} ms${floorFull("sse", 32, (r) => r.addedTtfbP50Ms)}`);
-  atMost("streaming, 32 streams (full path): added TTFB p99 ≤ 3 ms", sse?.addedTtfbP99Ms, 3, `+${f3(sse?.addedTtfbP99Ms)} ms${floorFull("sse", 32, (r) => r.addedTtfbP99Ms)}`);
+  atMost("streaming, 32 streams (full path): added TTFB p50 ≤ 1 ms", sse?.addedTtfbP50Ms, LIMITS.ttfbP50Ms, `+${f3(sse?.addedTtfbP50Ms)} ms${floorFull("sse", 32, (r) => r.addedTtfbP50Ms)}`);
+  atMost("streaming, 32 streams (full path): added TTFB p99 ≤ 3 ms", sse?.addedTtfbP99Ms, LIMITS.ttfbP99Ms, `+${f3(sse?.addedTtfbP99Ms)} ms${floorFull("sse", 32, (r) => r.addedTtfbP99Ms)}`);
   // One-sided: a gap p99 below direct's is noise, not a fault of the proxy.
-  atMost("streaming, 32 streams (full path): inter-event gap p99 within 1 ms of direct", sse?.addedGapP99Ms, 1, `${f2(sse?.gapP99Ms)} ms vs direct ${f2(row("direct", "sse", 32)?.gapP99Ms)} ms`);
+  atMost("streaming, 32 streams (full path): inter-event gap p99 within 1 ms of direct", sse?.addedGapP99Ms, LIMITS.gapP99Ms, `${f2(sse?.gapP99Ms)} ms vs direct ${f2(row("direct", "sse", 32)?.gapP99Ms)} ms`);
   const intact = sse ? sse.intact === sse.requests && sse.eventsMin === sse.eventsMax : undefined;
   out.push({
     target: "streaming, 32 streams (full path): no event coalescing, every stream intact",
@@ -70,12 +96,11 @@ export function verdicts(rows: Row[], streams: StreamFigures[], fullName = "toll
   // Judged after a full GC in Tollgate (what the streams retain); the figure as found, garbage included, is shown too.
   const floorStreams = streams.find((x) => x.config === "corridor-floor-full")?.held;
   const floorHeld = floorStreams && floorStreams.opened === floorStreams.streams ? floorStreams : undefined;
-  const perStream = held && held.opened === held.streams ? (held.perStreamGcKiB ?? held.perStreamKiB) : undefined;
   const kbOf = (kib: number | undefined) => (kib === undefined ? "n/a" : `${(kib * 1.024).toFixed(1)} KB`);
   atMost(
     `RSS per additional open stream at ${held?.streams ?? 1000} streams (full path, after a full GC) ≤ 24 KB`,
-    perStream === undefined ? undefined : perStream * 1.024,
-    24,
+    perStreamKB(held),
+    LIMITS.perStreamKB,
     held
       ? `${kbOf(held.perStreamGcKiB)} after GC, ${kbOf(held.perStreamKiB)} as found (${held.opened}/${held.streams} opened; RSS ${mb(held.rssIdleKiB)} → ${mb(held.rssOpenKiB)})` +
         (floorHeld ? `; full-path floor ${kbOf(floorHeld.perStreamGcKiB ?? floorHeld.perStreamKiB)} after GC` : "") +
@@ -86,7 +111,7 @@ export function verdicts(rows: Row[], streams: StreamFigures[], fullName = "toll
   atMost(
     "RSS idle (full path, fresh process after a short warm-up and a full GC) ≤ 64 MB",
     idle === undefined ? undefined : (idle * 1024) / 1e6,
-    64,
+    LIMITS.idleMB,
     held ? `${mb(held.rssIdleGcKiB)} after GC, ${mb(held.rssIdleKiB)} as found (${mb(s?.rssAtStartKiB)} right after start; ${mb(s?.rssAfterRoundsKiB)} idle after the load rounds)` : "n/a",
   );
   const abort = s?.abort;
@@ -94,7 +119,7 @@ export function verdicts(rows: Row[], streams: StreamFigures[], fullName = "toll
   out.push({
     target: "client disconnect aborts the upstream request within 100 ms (full path, max of all tries)",
     measured: abort ? `p50 ${f2(abort.p50Ms)} ms, max ${f2(abort.maxMs)} ms over ${abort.tries} tries${abort.notAborted ? `, ${abort.notAborted} not aborted` : ""}${abort.failed ? `, ${abort.failed} failed to open` : ""}` : "n/a",
-    pass: abort && abortOk !== undefined ? abortOk && abort.maxMs! <= 100 : undefined,
+    pass: abort && abortOk !== undefined ? abortOk && abort.maxMs! <= LIMITS.abortMs : undefined,
   });
   return out;
 }
