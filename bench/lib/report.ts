@@ -197,7 +197,8 @@ export function medianRows(rows: Row[]): Row[] {
   });
 }
 
-function median(values: (number | undefined)[]): number | undefined {
+/** The median of the finite values (two middle ones: their mean); undefined when there are none. */
+export function median(values: (number | undefined)[]): number | undefined {
   const v = values.filter((x): x is number => x !== undefined && Number.isFinite(x)).sort((a, b) => a - b);
   if (v.length === 0) return undefined;
   const mid = Math.floor(v.length / 2);

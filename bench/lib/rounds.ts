@@ -4,7 +4,7 @@
  * the path requires), with the median and range of each. One run's verdicts are medians of two rounds on a
  * machine whose speed moves between rounds; this shows whether a target is within Node's reach here at all.
  */
-import type { Mode, Row } from "./report.ts";
+import { median, type Mode, type Row } from "./report.ts";
 import type { StreamFigures } from "./streams.ts";
 import { LIMITS, perStreamKB } from "./verdicts.ts";
 
@@ -60,16 +60,14 @@ export interface Tally {
 }
 
 function tally(target: string, config: string, values: number[], meets: (v: number) => boolean): Tally {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
   return {
     target,
     config,
-    measured: sorted.length,
-    met: sorted.filter(meets).length,
-    median: sorted.length === 0 ? undefined : sorted.length % 2 ? sorted[mid] : (sorted[mid - 1]! + sorted[mid]!) / 2,
-    min: sorted[0],
-    max: sorted[sorted.length - 1],
+    measured: values.length,
+    met: values.filter(meets).length,
+    median: median(values),
+    min: values.length === 0 ? undefined : Math.min(...values),
+    max: values.length === 0 ? undefined : Math.max(...values),
   };
 }
 
