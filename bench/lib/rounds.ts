@@ -27,21 +27,20 @@ export interface RoundTarget {
   atLeast: boolean;
 }
 
-const L = LIMITS;
 export const ROUND_TARGETS: readonly RoundTarget[] = [
-  { target: "per-core ≥ 0.30× nginx, API key (JSON, 32 conns)", configs: ["tollgate-key", "corridor-floor"], mode: "json", connections: 32, value: (r) => r.cpuVsNginx, limit: L.perCoreVsNginx, atLeast: true },
-  { target: "per-core ≥ 0.30× nginx, full path (JSON, 32 conns)", configs: ["tollgate-full", "corridor-floor-full"], mode: "json", connections: 32, value: (r) => r.cpuVsNginx, limit: L.perCoreVsNginx, atLeast: true },
-  { target: "per-core ≥ 0.95× bare undici, API key", configs: ["tollgate-key", "corridor-floor"], mode: "json", connections: 32, value: (r) => r.cpuVsUndici, limit: L.perCoreVsUndici, atLeast: true },
-  { target: "per-core ≥ 0.95× bare undici, full path", configs: ["tollgate-full", "corridor-floor-full"], mode: "json", connections: 32, value: (r) => r.cpuVsUndici, limit: L.perCoreVsUndici, atLeast: true },
-  { target: "first-seen RS256 ≥ 0.30× HAProxy + jwt_verify", configs: ["tollgate-jwt-fresh"], mode: "json", connections: 32, value: (r) => r.cpuVsHaproxy, limit: L.firstSeenVsHaproxy, atLeast: true },
-  { target: "unloaded p50 ≤ 0.25 ms added (full path, 1 conn)", configs: ["tollgate-full", "corridor-floor-full"], mode: "json", connections: 1, value: (r) => r.addedP50Ms, limit: L.unloadedP50Ms, atLeast: false },
-  { target: "unloaded p99 ≤ 2 ms added (full path, 1 conn)", configs: ["tollgate-full", "corridor-floor-full"], mode: "json", connections: 1, value: (r) => r.addedP99Ms, limit: L.unloadedP99Ms, atLeast: false },
-  { target: "open loop p50 ≤ 0.5 ms added (full path)", configs: ["tollgate-full", "corridor-floor-full"], mode: "open", value: (r) => r.addedP50Ms, limit: L.openP50Ms, atLeast: false },
-  { target: "open loop p99 ≤ 3 ms added (full path)", configs: ["tollgate-full", "corridor-floor-full"], mode: "open", value: (r) => r.addedP99Ms, limit: L.openP99Ms, atLeast: false },
-  { target: "TTFB p50 ≤ 1 ms added, 32 streams (full path)", configs: ["tollgate-full", "corridor-floor-full"], mode: "sse", connections: 32, value: (r) => r.addedTtfbP50Ms, limit: L.ttfbP50Ms, atLeast: false },
-  { target: "TTFB p99 ≤ 3 ms added, 32 streams (full path)", configs: ["tollgate-full", "corridor-floor-full"], mode: "sse", connections: 32, value: (r) => r.addedTtfbP99Ms, limit: L.ttfbP99Ms, atLeast: false },
+  { target: "per-core ≥ 0.30× nginx, API key (JSON, 32 conns)", configs: ["tollgate-key", "corridor-floor"], mode: "json", connections: 32, value: (r) => r.cpuVsNginx, limit: LIMITS.perCoreVsNginx, atLeast: true },
+  { target: "per-core ≥ 0.30× nginx, full path (JSON, 32 conns)", configs: ["tollgate-full", "corridor-floor-full"], mode: "json", connections: 32, value: (r) => r.cpuVsNginx, limit: LIMITS.perCoreVsNginx, atLeast: true },
+  { target: "per-core ≥ 0.95× bare undici, API key", configs: ["tollgate-key", "corridor-floor"], mode: "json", connections: 32, value: (r) => r.cpuVsUndici, limit: LIMITS.perCoreVsUndici, atLeast: true },
+  { target: "per-core ≥ 0.95× bare undici, full path", configs: ["tollgate-full", "corridor-floor-full"], mode: "json", connections: 32, value: (r) => r.cpuVsUndici, limit: LIMITS.perCoreVsUndici, atLeast: true },
+  { target: "first-seen RS256 ≥ 0.30× HAProxy + jwt_verify", configs: ["tollgate-jwt-fresh"], mode: "json", connections: 32, value: (r) => r.cpuVsHaproxy, limit: LIMITS.firstSeenVsHaproxy, atLeast: true },
+  { target: "unloaded p50 ≤ 0.25 ms added (full path, 1 conn)", configs: ["tollgate-full", "corridor-floor-full"], mode: "json", connections: 1, value: (r) => r.addedP50Ms, limit: LIMITS.unloadedP50Ms, atLeast: false },
+  { target: "unloaded p99 ≤ 2 ms added (full path, 1 conn)", configs: ["tollgate-full", "corridor-floor-full"], mode: "json", connections: 1, value: (r) => r.addedP99Ms, limit: LIMITS.unloadedP99Ms, atLeast: false },
+  { target: "open loop p50 ≤ 0.5 ms added (full path)", configs: ["tollgate-full", "corridor-floor-full"], mode: "open", value: (r) => r.addedP50Ms, limit: LIMITS.openP50Ms, atLeast: false },
+  { target: "open loop p99 ≤ 3 ms added (full path)", configs: ["tollgate-full", "corridor-floor-full"], mode: "open", value: (r) => r.addedP99Ms, limit: LIMITS.openP99Ms, atLeast: false },
+  { target: "TTFB p50 ≤ 1 ms added, 32 streams (full path)", configs: ["tollgate-full", "corridor-floor-full"], mode: "sse", connections: 32, value: (r) => r.addedTtfbP50Ms, limit: LIMITS.ttfbP50Ms, atLeast: false },
+  { target: "TTFB p99 ≤ 3 ms added, 32 streams (full path)", configs: ["tollgate-full", "corridor-floor-full"], mode: "sse", connections: 32, value: (r) => r.addedTtfbP99Ms, limit: LIMITS.ttfbP99Ms, atLeast: false },
   // One-sided, as in the run's verdicts: a gap p99 below direct's is noise, not a fault of the proxy.
-  { target: "inter-event gap p99 within 1 ms of direct (full path)", configs: ["tollgate-full", "corridor-floor-full"], mode: "sse", connections: 32, value: (r) => r.addedGapP99Ms, limit: L.gapP99Ms, atLeast: false },
+  { target: "inter-event gap p99 within 1 ms of direct (full path)", configs: ["tollgate-full", "corridor-floor-full"], mode: "sse", connections: 32, value: (r) => r.addedGapP99Ms, limit: LIMITS.gapP99Ms, atLeast: false },
 ];
 
 /** Memory per held stream: one figure per run, for Tollgate's full path and its floor. */

@@ -103,7 +103,7 @@ export function verdicts(rows: Row[], streams: StreamFigures[], fullName = "toll
     LIMITS.perStreamKB,
     held
       ? `${kbOf(held.perStreamGcKiB)} after GC, ${kbOf(held.perStreamKiB)} as found (${held.opened}/${held.streams} opened; RSS ${mb(held.rssIdleKiB)} → ${mb(held.rssOpenKiB)})` +
-        (floorHeld ? `; full-path floor ${kbOf(floorHeld.perStreamGcKiB ?? floorHeld.perStreamKiB)} after GC` : "") +
+        (perStreamKB(floorHeld) !== undefined ? `; full-path floor ${perStreamKB(floorHeld)!.toFixed(1)} KB after GC` : "") +
         (allocated(held) !== undefined ? `; allocated per stream (live JS heap + malloc in use) ${allocated(held)}${floorHeld && allocated(floorHeld) !== undefined ? `, full-path floor ${allocated(floorHeld)}` : ""}` : "")
       : "n/a",
   );
